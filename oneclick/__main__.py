@@ -1,0 +1,5 @@
+"""Allow ``python -m oneclick``."""
+
+from oneclick.cli.main import run
+
+run()

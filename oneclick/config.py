@@ -1,0 +1,424 @@
+"""The appliance configuration: schema, loading, validation and masking.
+
+One YAML file describes an appliance. Every key has a default for the
+reference box (4x A100 80GB serving DeepSeek-R1-Distill-Llama-70B), so an
+empty file, or none at all, is a valid configuration. Validation happens
+before any host is touched, and every problem is reported with its key, the
+value found and what to write instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from oneclick.errors import ConfigError
+from oneclick.i18n import _
+
+MASK = "********"
+
+SourceMode = Literal["upstream", "mirror", "local"]
+
+
+class _Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+def _check_absolute(value: str) -> str:
+    if not PurePosixPath(value).is_absolute():
+        raise ValueError(_("must be an absolute path starting with '/'"))
+    return value
+
+
+def _check_http_url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(_("must be an http:// or https:// URL"))
+    return value
+
+
+class ModelSection(_Section):
+    """The model to serve and how the engine runs it."""
+
+    id: str = Field("deepseek-ai/DeepSeek-R1-Distill-Llama-70B", min_length=1)
+    served_name: str = Field("deepseek-r1-distill-llama-70b", min_length=1, pattern=r"^\S+$")
+    weights_path: str = "/srv/oneclick/models/DeepSeek-R1-Distill-Llama-70B"
+    tensor_parallel_size: int = Field(4, ge=1, le=64)
+    max_model_len: int = Field(32768, ge=256, le=1048576)
+    gpu_memory_utilization: float = Field(0.90, gt=0.0, le=0.99)
+    extra_args: list[str] = Field(default_factory=list)
+
+    @field_validator("weights_path")
+    @classmethod
+    def _weights_path_absolute(cls, value: str) -> str:
+        return _check_absolute(value)
+
+    @field_validator("gpu_memory_utilization", mode="before")
+    @classmethod
+    def _accept_int_utilization(cls, value: Any) -> Any:
+        # YAML reads "1" as an int; strict mode would reject it as a float.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+
+class EngineSection(_Section):
+    """The serving container."""
+
+    # None selects the engine image pinned in the inference role's defaults,
+    # the one place where the engine version is set.
+    image: str | None = Field(None, min_length=1, pattern=r"^\S+$")
+    env: dict[str, str] = Field(default_factory=dict)
+    ready_timeout: int = Field(1800, ge=10, le=14400)
+
+
+class ApiSection(_Section):
+    """The OpenAI-compatible endpoint."""
+
+    bind_address: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    key: SecretStr | None = None
+    key_file: str = "/etc/oneclick/api-key"
+
+    @field_validator("bind_address")
+    @classmethod
+    def _bind_address_ip(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError as error:
+            raise ValueError(_("must be an IP address such as 127.0.0.1 or 0.0.0.0")) from error
+        return value
+
+    @field_validator("key_file")
+    @classmethod
+    def _key_file_absolute(cls, value: str) -> str:
+        return _check_absolute(value)
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key_long_enough(cls, value: Any) -> Any:
+        if isinstance(value, str) and len(value) < 16:
+            raise ValueError(_("must be at least 16 characters long, or left out to generate one"))
+        return value
+
+
+class GpuSection(_Section):
+    """The GPUs the appliance is expected to have."""
+
+    required: bool = True
+    count: int = Field(4, ge=1, le=16)
+
+
+class SourceSection(_Section):
+    """Source of one kind of artifact."""
+
+    mode: SourceMode = "upstream"
+    mirror_url: str | None = None
+    local_path: str | None = None
+
+    @field_validator("local_path")
+    @classmethod
+    def _local_path_absolute(cls, value: str | None) -> str | None:
+        return None if value is None else _check_absolute(value)
+
+
+class PackageSource(SourceSection):
+    """APT packages: the host's sources, a mirror of vendor repositories, or a local repository."""
+
+    @field_validator("mirror_url")
+    @classmethod
+    def _mirror_is_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value)
+
+
+class ImageSource(SourceSection):
+    """Container images: their registry, a registry mirror, or archives on disk."""
+
+    @field_validator("mirror_url")
+    @classmethod
+    def _mirror_is_registry(cls, value: str | None) -> str | None:
+        if value is not None and ("://" in value or not value.strip("/") or " " in value):
+            raise ValueError(_("must be a registry host with an optional path, without a scheme"))
+        return value
+
+
+class SourcesSection(_Section):
+    """Sources for packages and images."""
+
+    packages: PackageSource = Field(default_factory=PackageSource)
+    images: ImageSource = Field(default_factory=ImageSource)
+
+
+class DockerSection(_Section):
+    """The Docker engine on the appliance."""
+
+    package_source: Literal["distribution", "docker"] = "distribution"
+    daemon_config: dict[str, Any] = Field(default_factory=dict)
+
+
+class DiskSection(_Section):
+    """Free space that preflight requires before installing."""
+
+    docker_min_free_gb: int = Field(50, ge=0)
+    weights_min_free_gb: int = Field(150, ge=0)
+
+
+class FeaturesSection(_Section):
+    """Switches for the parts of the install."""
+
+    docker: bool = True
+    inference: bool = True
+
+
+class ApplianceConfig(_Section):
+    """The whole appliance configuration file."""
+
+    version: Literal[1] = 1
+    model: ModelSection = Field(default_factory=ModelSection)
+    engine: EngineSection = Field(default_factory=EngineSection)
+    api: ApiSection = Field(default_factory=ApiSection)
+    gpu: GpuSection = Field(default_factory=GpuSection)
+    sources: SourcesSection = Field(default_factory=SourcesSection)
+    docker: DockerSection = Field(default_factory=DockerSection)
+    disk: DiskSection = Field(default_factory=DiskSection)
+    features: FeaturesSection = Field(default_factory=FeaturesSection)
+
+
+def _raw_section(data: dict[str, Any], *keys: str) -> dict[str, Any]:
+    section: Any = data
+    for key in keys:
+        section = section.get(key) if isinstance(section, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
+def _raw_int(section: dict[str, Any], key: str, default: int) -> int | None:
+    value = section.get(key, default)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _cross_field_problems(data: dict[str, Any]) -> list[str]:
+    """Check the rules that involve more than one key.
+
+    They run on the raw data, so their problems are reported together with
+    any problem of a single key instead of only after those are fixed.
+    """
+    defaults = ApplianceConfig()
+    problems: list[str] = []
+
+    tp = _raw_int(
+        _raw_section(data, "model"), "tensor_parallel_size", defaults.model.tensor_parallel_size
+    )
+    gpus = _raw_int(_raw_section(data, "gpu"), "count", defaults.gpu.count)
+    if tp and gpus and tp > 0 and gpus > 0 and gpus % tp != 0:
+        fits = ", ".join(str(n) for n in range(1, gpus + 1) if gpus % n == 0)
+        problems.append(
+            _(
+                "model.tensor_parallel_size: {tp} does not divide gpu.count ({gpus}); "
+                "write one of {fits}"
+            ).format(tp=tp, gpus=gpus, fits=fits)
+        )
+
+    for name in ("packages", "images"):
+        source = _raw_section(data, "sources", name)
+        mode = source.get("mode", "upstream")
+        if mode == "mirror" and not source.get("mirror_url"):
+            problems.append(
+                _("sources.{name}.mirror_url: missing; mode 'mirror' needs it").format(name=name)
+            )
+        if mode == "local" and not source.get("local_path"):
+            problems.append(
+                _("sources.{name}.local_path: missing; mode 'local' needs it").format(name=name)
+            )
+    return problems
+
+
+def _dotted(location: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in location:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif parts:
+            parts.append(f".{item}")
+        else:
+            parts.append(item)
+    return "".join(parts)
+
+
+def _model_at(location: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """Return the section class that contains the key at ``location``."""
+    model: type[BaseModel] = ApplianceConfig
+    for item in location[:-1]:
+        if not isinstance(item, str) or item not in model.model_fields:
+            return None
+        annotation = model.model_fields[item].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _render_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return _("a mapping")
+    if isinstance(value, list):
+        return _("a list")
+    return repr(value)
+
+
+def _describe(error: Any) -> str:
+    """Turn one pydantic error into a translated line with key, value and fix."""
+    location = tuple(error["loc"])
+    key = _dotted(location)
+    kind = error["type"]
+    context = error.get("ctx") or {}
+    value = error.get("input")
+
+    if kind == "extra_forbidden":
+        model = _model_at(location)
+        known = sorted(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(location[-1]), known, n=1)
+        hint = (
+            _("did you mean '{name}'?").format(name=close[0])
+            if close
+            else _("valid keys here: {keys}").format(keys=", ".join(known))
+        )
+        return _("{key}: unknown key; {hint}").format(key=key, hint=hint)
+
+    if kind == "missing":
+        return _("{key}: required key is missing").format(key=key)
+
+    if kind == "value_error":
+        reason = str(context.get("error", error["msg"]))
+        return _("{key}: {reason} (found {value})").format(
+            key=key, value=_render_value(value), reason=reason
+        )
+
+    messages = {
+        "int_type": _("expected a whole number"),
+        "int_parsing": _("expected a whole number"),
+        "int_from_float": _("expected a whole number"),
+        "float_type": _("expected a number"),
+        "float_parsing": _("expected a number"),
+        "bool_type": _("expected true or false"),
+        "bool_parsing": _("expected true or false"),
+        "string_type": _("expected text"),
+        "list_type": _("expected a list"),
+        "dict_type": _("expected a mapping of keys to values"),
+        "model_type": _("expected a mapping of keys to values"),
+        "model_attributes_type": _("expected a mapping of keys to values"),
+        "string_too_short": _("must not be empty"),
+        "string_pattern_mismatch": _("must not contain spaces"),
+    }
+    if kind in messages:
+        return _("{key}: {reason} (found {value})").format(
+            key=key, value=_render_value(value), reason=messages[kind]
+        )
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bounds = {
+            "greater_than_equal": _("must be at least {limit}"),
+            "greater_than": _("must be greater than {limit}"),
+            "less_than_equal": _("must be at most {limit}"),
+            "less_than": _("must be less than {limit}"),
+        }
+        limit = next(iter(context.values()), "?")
+        reason = bounds[kind].format(limit=limit)
+        return _("{key}: {reason} (found {value})").format(
+            key=key, value=_render_value(value), reason=reason
+        )
+    if kind == "literal_error":
+        reason = _("write one of {choices}").format(choices=context.get("expected", "?"))
+        return _("{key}: {reason} (found {value})").format(
+            key=key, value=_render_value(value), reason=reason
+        )
+    # Any other pydantic error keeps pydantic's English wording.
+    return _("{key}: {reason} (found {value})").format(
+        key=key, value=_render_value(value), reason=error["msg"]
+    )
+
+
+def validate_data(data: Any, source: str) -> ApplianceConfig:
+    """Validate parsed YAML ``data`` read from ``source``.
+
+    Raises ConfigError with one line per problem.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            _("{source}: the configuration must be a mapping of keys, found {kind}").format(
+                source=source, kind=type(data).__name__
+            )
+        )
+    problems: list[str] = []
+    config: ApplianceConfig | None = None
+    try:
+        config = ApplianceConfig.model_validate(data)
+    except ValidationError as error:
+        problems = [_describe(item) for item in error.errors(include_url=False)]
+    problems += _cross_field_problems(data)
+    if problems or config is None:
+        raise ConfigError(
+            _("{source}: the configuration is invalid").format(source=source), problems
+        )
+    return config
+
+
+def load(path: Path | None) -> ApplianceConfig:
+    """Load and validate the configuration file at ``path``; None gives the defaults."""
+    if path is None:
+        return ApplianceConfig()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            _(
+                "{path}: configuration file not found; create one with 'oneclick config init'"
+            ).format(path=path)
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            _("{path}: cannot read the configuration file: {error}").format(path=path, error=error)
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = (
+            _("line {line}, column {column}").format(line=mark.line + 1, column=mark.column + 1)
+            if mark
+            else _("unknown position")
+        )
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(
+            _("{path}: not valid YAML at {where}: {problem}").format(
+                path=path, where=where, problem=problem
+            )
+        ) from None
+    return validate_data(data, str(path))
+
+
+def masked(config: ApplianceConfig) -> dict[str, Any]:
+    """Return the configuration as plain data with every secret replaced by a mask."""
+    data = config.model_dump(mode="python")
+    data["api"]["key"] = MASK if config.api.key is not None else None
+    return data
+
+
+def secret_values(config: ApplianceConfig) -> list[str]:
+    """Return the secret values in ``config``, for scrubbing run artifacts."""
+    return [config.api.key.get_secret_value()] if config.api.key is not None else []
