@@ -1,0 +1,254 @@
+"""Throwaway lab hosts: Debian 12 containers that stand in for a fresh appliance.
+
+Used by the end-to-end tests and by `make lab-up`. A lab host runs systemd as
+PID 1 and gets its own Docker engine when oneclick installs one. It has no
+GPU, so the lab configuration sets `gpu.required: false` and serves the
+serving stand-in image (a test fixture) in place of vLLM.
+
+Run `python tests/lab/labhost.py up` to install the appliance into a new lab
+host and print its endpoint, `down` to remove every lab host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BASE_IMAGE = os.environ.get("ONECLICK_LAB_BASE_IMAGE", "oneclick-lab/debian12-systemd:latest")
+STANDIN_IMAGE = "oneclick-fixture/serving-standin:test"
+LAB_LABEL = "io.oneclick.lab"
+IMAGES_DIR = "/srv/oneclick/images"
+WEIGHTS_DIR = "/srv/oneclick/models/lab-model"
+LAB_DIR = REPO_ROOT / ".lab"
+
+# The capabilities that let systemd and a nested Docker engine run. The lab
+# machine's bounding set lacks CAP_SYS_RESOURCE, so --privileged and
+# --cap-add ALL fail there; the same list is in .config/molecule/config.yml.
+CAPABILITIES = (
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+)
+
+
+def docker(
+    *args: str, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run a docker CLI command on the lab machine's engine."""
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=check, timeout=timeout
+    )
+
+
+def host_exec(name: str, command: str, check: bool = True, timeout: float = 120) -> str:
+    """Run a shell command inside the lab host and return its standard output."""
+    result = docker("exec", name, "sh", "-c", command, check=False, timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(
+            f"`{command}` failed in {name} (exit {result.returncode}): {result.stderr.strip()}"
+        )
+    return result.stdout
+
+
+def create(name: str) -> str:
+    """Start a fresh lab host named ``name`` and wait until systemd is up."""
+    remove(name)
+    args = [
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--hostname",
+        name,
+        "--label",
+        f"{LAB_LABEL}=1",
+        "--cgroupns=host",
+        "-v",
+        "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+        "--tmpfs",
+        "/run",
+        "--tmpfs",
+        "/run/lock",
+        "--tmpfs",
+        "/tmp",
+        # The appliance's own engine needs a real filesystem for overlay2.
+        "-v",
+        "/var/lib/docker",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "apparmor=unconfined",
+    ]
+    for capability in CAPABILITIES:
+        args += ["--cap-add", capability]
+    docker(*args, BASE_IMAGE, "/lib/systemd/systemd")
+
+    deadline = time.monotonic() + 120
+    state = ""
+    while time.monotonic() < deadline:
+        state = host_exec(name, "systemctl is-system-running || true").strip()
+        if state in ("running", "degraded"):
+            return address(name)
+        time.sleep(1)
+    raise RuntimeError(f"systemd in {name} did not start within 120 s (state: {state!r})")
+
+
+def address(name: str) -> str:
+    """Return the lab host's address on the lab machine's Docker bridge."""
+    return docker(
+        "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name
+    ).stdout.strip()
+
+
+def remove(name: str) -> None:
+    """Remove the lab host ``name`` and its volumes, if it exists."""
+    docker("rm", "-f", "-v", name, check=False)
+
+
+def remove_all() -> list[str]:
+    """Remove every lab host; return their names."""
+    names = docker("ps", "-aq", "--filter", f"label={LAB_LABEL}", "--format", "{{.Names}}")
+    removed = names.stdout.split()
+    for name in removed:
+        remove(name)
+    return removed
+
+
+def archive_name(image: str) -> str:
+    """Return the file name the inference role expects for ``image``'s archive."""
+    return "".join("_" if char in "/:@" else char for char in image) + ".tar"
+
+
+def stage_fixtures(name: str, work_dir: Path) -> None:
+    """Copy the serving stand-in image archive and small test weights into the host."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    archive = work_dir / archive_name(STANDIN_IMAGE)
+    if not archive.exists():
+        docker("save", "-o", str(archive), STANDIN_IMAGE, timeout=600)
+    host_exec(name, f"mkdir -p {IMAGES_DIR} {WEIGHTS_DIR}")
+    docker("cp", str(archive), f"{name}:{IMAGES_DIR}/{archive.name}", timeout=600)
+    weights_config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
+    host_exec(name, f"cat > {WEIGHTS_DIR}/config.json <<'EOF'\n{json.dumps(weights_config)}\nEOF")
+
+
+def inventory(name: str) -> dict[str, Any]:
+    """Return an inventory that reaches the lab host through `docker exec`."""
+    return {
+        "appliance": {
+            "hosts": {
+                name: {
+                    "ansible_connection": "community.docker.docker",
+                    "ansible_host": name,
+                    "ansible_user": "root",
+                    "ansible_python_interpreter": "/usr/bin/python3",
+                }
+            }
+        }
+    }
+
+
+def lab_config(bind_address: str = "0.0.0.0", **engine: Any) -> dict[str, Any]:
+    """Return an appliance configuration for a lab host without GPUs."""
+    return {
+        "model": {
+            "id": "lab/stand-in-model",
+            "served_name": "lab-model",
+            "weights_path": WEIGHTS_DIR,
+            "tensor_parallel_size": 1,
+        },
+        "engine": {"image": STANDIN_IMAGE, "ready_timeout": 120, **engine},
+        "api": {"bind_address": bind_address, "port": 8000},
+        "gpu": {"required": False, "count": 1},
+        "sources": {"images": {"mode": "local", "local_path": IMAGES_DIR}},
+        "docker": {"daemon_config": {"live-restore": True}},
+        "disk": {"docker_min_free_gb": 1, "weights_min_free_gb": 1},
+    }
+
+
+def write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def up(name: str) -> int:
+    """Create a lab host, install the appliance into it and print the endpoint."""
+    print(f"[lab] creating lab host {name} from {BASE_IMAGE}", flush=True)
+    ip = create(name)
+    stage_fixtures(name, LAB_DIR / "images")
+    inventory_path = write_yaml(LAB_DIR / "hosts.yml", inventory(name))
+    config_path = write_yaml(LAB_DIR / "appliance.yml", lab_config())
+    print(f"[lab] running: oneclick install -i {inventory_path} -c {config_path}", flush=True)
+    result = subprocess.run(
+        ["oneclick", "install", "-i", str(inventory_path), "-c", str(config_path)], check=False
+    )
+    if result.returncode != 0:
+        print(f"[lab] oneclick install failed with exit code {result.returncode}", flush=True)
+        return result.returncode
+    print(
+        f"\n[lab] endpoint: http://{ip}:8000/v1 (model 'lab-model', served by the stand-in)\n"
+        f'[lab] try: curl -H "Authorization: Bearer $(docker exec {name} cat '
+        f'/etc/oneclick/api-key)" http://{ip}:8000/v1/models\n'
+        f"[lab] remove it with: make lab-down",
+        flush=True,
+    )
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("--name", default="oneclick-lab", help="lab host container name")
+    arguments = parser.parse_args()
+    if arguments.action == "up":
+        return up(arguments.name)
+    removed = remove_all()
+    print(f"[lab] removed: {', '.join(removed) or 'nothing'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
