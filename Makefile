@@ -56,6 +56,7 @@ translations:
 	rm $(LOCALE)/oneclick.pot.tmp
 	msgmerge --quiet --update --backup=none --no-fuzzy-matching --sort-output \
 		$(LOCALE)/zh_CN/LC_MESSAGES/oneclick.po $(LOCALE)/oneclick.pot
+	msgattrib --no-obsolete -o $(LOCALE)/zh_CN/LC_MESSAGES/oneclick.po $(LOCALE)/zh_CN/LC_MESSAGES/oneclick.po
 	msgfmt --check -o $(LOCALE)/zh_CN/LC_MESSAGES/oneclick.mo $(LOCALE)/zh_CN/LC_MESSAGES/oneclick.po
 
 clean:

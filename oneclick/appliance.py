@@ -64,7 +64,9 @@ def prepare(command: str, options: RunOptions) -> tuple[RunRequest, ApplianceCon
     """
     config = config_module.load(options.config_path)
     assets = find_assets()
-    inventory = options.inventory or assets.local_inventory
+    # ansible-runner runs Ansible from the run directory, so a relative path
+    # would no longer point at the operator's file.
+    inventory = (options.inventory or assets.local_inventory).resolve()
     if options.inventory is not None and not options.inventory.exists():
         raise InventoryError(
             _(

@@ -91,6 +91,9 @@ class RunResult:
     failures: list[TaskFailure]
     reports: dict[str, dict[str, Any]]
     elapsed: float
+    # Why the run failed when no task failure explains it, for example an
+    # inventory with no host in the group the playbook targets.
+    message: str = ""
 
     @property
     def succeeded(self) -> bool:
@@ -308,6 +311,40 @@ def scrub_secrets(run_dir: Path, secrets: Iterable[str]) -> list[Path]:
     return changed
 
 
+def ansible_errors(run_dir: Path, limit: int = 5) -> list[str]:
+    """Return the last error and warning lines of the run's Ansible output."""
+    stdout = run_dir / "artifacts" / "artifacts" / "stdout"
+    try:
+        lines = stdout.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    markers = ("ERROR", "[WARNING]: Could not match", "no hosts matched")
+    found = [line.strip() for line in lines if any(marker in line for marker in markers)]
+    return found[-limit:]
+
+
+def _explain_hostless_run(result: RunResult, request: RunRequest) -> None:
+    """Fail a run that reached no host, and say why.
+
+    ansible-playbook exits 0 when the inventory has no host in the targeted
+    group, which must not read as a successful install.
+    """
+    details = ansible_errors(result.run_dir)
+    if result.status == "successful":
+        result.status = "failed"
+        result.rc = 1
+        target = _("no host in the 'appliance' group of the inventory {path}").format(
+            path=request.inventory
+        )
+        if request.limit:
+            target += " " + _("matches --limit {limit}").format(limit=request.limit)
+        result.message = _("the run reached no host: {target}").format(target=target)
+    else:
+        result.message = _("Ansible stopped before reaching any host")
+    if details:
+        result.message += ": " + " | ".join(details)
+
+
 def check_inventory(path: Path) -> None:
     """Reject an inventory path that does not exist or cannot be read."""
     if not path.exists():
@@ -353,6 +390,10 @@ def run_playbook(
         "ANSIBLE_ROLES_PATH": str(request.roles_path),
         "ANSIBLE_RETRY_FILES_ENABLED": "false",
         "ANSIBLE_NOCOLOR": "true",
+        # Ansible refuses to start under a locale the host has not generated,
+        # and its own output is English anyway; the CLI keeps the user's.
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
         # ansible-playbook is installed next to the Python running oneclick,
         # which is not always on PATH (a virtual environment not activated).
         "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
@@ -404,5 +445,7 @@ def run_playbook(
         reports=tracker.reports,
         elapsed=tracker.progress.elapsed,
     )
+    if not hosts:
+        _explain_hostless_run(result, request)
     logger.info("finished %s: status %s, rc %d", request.command, result.status, result.rc)
     return result

@@ -35,9 +35,9 @@ def starting_file_text() -> str:
     cls=LocalizedCommand, help=_("Write a commented starting configuration with every default.")
 )
 def init(
-    path: Annotated[Path, typer.Argument(help=_("Where to write the file."))] = Path(
-        "appliance.yml"
-    ),
+    path: Annotated[
+        Path, typer.Argument(metavar="PATH", help=_("Where to write the file."))
+    ] = Path("appliance.yml"),
     force: Annotated[
         bool, typer.Option("--force", help=_("Overwrite the file if it exists."))
     ] = False,
@@ -66,7 +66,7 @@ def init(
     help=_("Check a configuration file; every problem is listed with its key and a fix."),
 )
 def validate(
-    path: Annotated[Path, typer.Argument(help=_("Configuration file to check."))],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help=_("Configuration file to check."))],
 ) -> None:
     """Check a configuration file; every problem is listed with its key and a fix."""
     with reported_errors():

@@ -32,6 +32,16 @@ def _localize_help_option(option: Any) -> Any:
     return option
 
 
+def _hide_flag_types(params: list[Any]) -> list[Any]:
+    # Typer's help lists flags as "<bool>" and counters as "<int>", which
+    # reads as if they took a value; an empty metavar leaves the column blank.
+    for param in params:
+        is_switch = getattr(param, "is_flag", False) or getattr(param, "count", False)
+        if is_switch and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
 def _param_hint(error: Any) -> str:
     if error.param_hint is not None:
         hint = error.param_hint
@@ -79,6 +89,9 @@ class LocalizedCommand(TyperCommand):
     def get_help_option(self, ctx: Any) -> Any:
         return _localize_help_option(super().get_help_option(ctx))
 
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _hide_flag_types(list(super().get_params(ctx)))
+
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         try:
             return list(super().parse_args(ctx, args))
@@ -94,6 +107,9 @@ class LocalizedGroup(TyperGroup):
 
     def get_help_option(self, ctx: Any) -> Any:
         return _localize_help_option(super().get_help_option(ctx))
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _hide_flag_types(list(super().get_params(ctx)))
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         try:

@@ -6,7 +6,7 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -231,30 +231,50 @@ def preflight(
     raise typer.Exit(_exit_code(result))
 
 
+def _endpoint_text(container: dict[str, Any], endpoint: dict[str, Any]) -> str:
+    url = str(endpoint.get("url", "-"))
+    if endpoint.get("ready"):
+        return _("{url} ready").format(url=url)
+    status = int(endpoint.get("status", -1))
+    if not container.get("exists"):
+        reason = _("no serving container")
+    elif status == -1:
+        reason = _("no answer")
+    elif status == 200:
+        reason = _("model {model} not listed; is --config the one used to install?").format(
+            model=endpoint.get("model", "?")
+        )
+    else:
+        reason = _("HTTP {status}").format(status=status)
+    return _("{url} not ready: {reason}").format(url=url, reason=reason)
+
+
 def _status_table(result: RunResult) -> Table:
     table = Table(title=_("Appliance status"), title_justify="left")
-    table.add_column(_("Host"))
-    table.add_column(_("Docker"))
-    table.add_column(_("Serving container"))
-    table.add_column(_("Image"))
-    table.add_column(_("Model"))
-    table.add_column(_("Endpoint"))
+    for title in (_("Host"), _("Docker"), _("Serving container"), _("Image"), _("Model")):
+        table.add_column(title, overflow="fold")
+    table.add_column(_("Endpoint"), overflow="fold")
     for host, report in sorted(result.reports.items()):
         container = report.get("container") or {}
         endpoint = report.get("endpoint") or {}
         state = container.get("state") or _("absent")
         if container.get("health"):
             state = f"{state} ({container['health']})"
-        answer = _("ready") if endpoint.get("ready") else _("not ready")
         table.add_row(
             escape(host),
             escape(str(report.get("docker_version") or _("not installed"))),
             escape(str(state)),
             escape(str(container.get("image") or "-")),
             escape(str(container.get("served_model_name") or "-")),
-            escape(f"{endpoint.get('url', '-')} {answer}"),
+            escape(_endpoint_text(container, endpoint)),
         )
     return table
+
+
+def _all_ready(result: RunResult) -> bool:
+    return bool(result.reports) and all(
+        (report.get("endpoint") or {}).get("ready") for report in result.reports.values()
+    )
 
 
 @app.command(
@@ -284,6 +304,9 @@ def status(
             console.print(_status_table(result))
         if not result.succeeded:
             print_result(console, result, "")
+    if result.succeeded and not _all_ready(result):
+        # A probe for scripts: 0 only when every endpoint serves its model.
+        raise typer.Exit(ExitCode.FAILED)
     raise typer.Exit(_exit_code(result))
 
 

@@ -115,14 +115,14 @@ def print_result(console: Console, result: RunResult, success_message: str) -> N
             )
         )
         console.print(f"  {escape(failure.message)}", soft_wrap=True)
+    if result.message:
+        console.print(f"[red]{escape(result.message)}[/red]")
     if result.succeeded:
         console.print(f"[green]{escape(success_message)}[/green]")
     elif result.status == "timeout":
         console.print(_("[red]The run timed out.[/red]"))
     elif result.status == "canceled":
         console.print(_("[yellow]The run was canceled.[/yellow]"))
-    elif not result.hosts:
-        console.print(_("[red]The run failed before any host was reached.[/red]"))
     else:
         console.print(_("[red]The run failed.[/red]"))
     console.print(_("Run directory: {path}").format(path=escape(str(result.run_dir))))
@@ -137,6 +137,7 @@ def result_json(result: RunResult) -> str:
         "changed": result.changed,
         "elapsed_seconds": round(result.elapsed, 1),
         "run_dir": str(result.run_dir),
+        "message": result.message,
         "hosts": {name: asdict(host) for name, host in result.hosts.items()},
         "failures": [asdict(failure) for failure in result.failures],
         "reports": result.reports,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +27,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = os.environ.get("ONECLICK_LAB_BASE_IMAGE", "oneclick-lab/debian12-systemd:latest")
 STANDIN_IMAGE = "oneclick-fixture/serving-standin:test"
 LAB_LABEL = "io.oneclick.lab"
+# Lab hosts are labelled with the checkout that made them, so that `down`
+# never removes another checkout's lab hosts on a shared engine.
+LAB_OWNER = str(REPO_ROOT)
 IMAGES_DIR = "/srv/oneclick/images"
 WEIGHTS_DIR = "/srv/oneclick/models/lab-model"
 LAB_DIR = REPO_ROOT / ".lab"
@@ -93,8 +97,21 @@ def host_exec(name: str, command: str, check: bool = True, timeout: float = 120)
     return result.stdout
 
 
+def owner(name: str) -> str | None:
+    """Return the checkout that made the container ``name``, or None if it does not exist."""
+    label_format = f'{{{{index .Config.Labels "{LAB_LABEL}"}}}}'
+    result = docker("inspect", "-f", label_format, name, check=False)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
 def create(name: str) -> str:
     """Start a fresh lab host named ``name`` and wait until systemd is up."""
+    current = owner(name)
+    if current is not None and current != LAB_OWNER:
+        raise RuntimeError(
+            f"a container named {name} exists and this checkout's lab did not make it "
+            f"(label {LAB_LABEL}={current!r}); pick another name with --name"
+        )
     remove(name)
     args = [
         "run",
@@ -104,7 +121,7 @@ def create(name: str) -> str:
         "--hostname",
         name,
         "--label",
-        f"{LAB_LABEL}=1",
+        f"{LAB_LABEL}={LAB_OWNER}",
         "--cgroupns=host",
         "-v",
         "/sys/fs/cgroup:/sys/fs/cgroup:rw",
@@ -149,8 +166,10 @@ def remove(name: str) -> None:
 
 
 def remove_all() -> list[str]:
-    """Remove every lab host; return their names."""
-    names = docker("ps", "-aq", "--filter", f"label={LAB_LABEL}", "--format", "{{.Names}}")
+    """Remove every lab host this checkout made; return their names."""
+    names = docker(
+        "ps", "-a", "--filter", f"label={LAB_LABEL}={LAB_OWNER}", "--format", "{{.Names}}"
+    )
     removed = names.stdout.split()
     for name in removed:
         remove(name)
@@ -229,9 +248,11 @@ def up(name: str) -> int:
         print(f"[lab] oneclick install failed with exit code {result.returncode}", flush=True)
         return result.returncode
     print(
-        f"\n[lab] endpoint: http://{ip}:8000/v1 (model 'lab-model', served by the stand-in)\n"
+        f"\n[lab] endpoint: http://{ip}:8000/v1 (model 'lab-model', served by the stand-in), "
+        "reachable from this machine only\n"
         f'[lab] try: curl -H "Authorization: Bearer $(docker exec {name} cat '
         f'/etc/oneclick/api-key)" http://{ip}:8000/v1/models\n'
+        f"[lab] status: .venv/bin/oneclick status -i {inventory_path} -c {config_path}\n"
         f"[lab] remove it with: make lab-down",
         flush=True,
     )
@@ -246,7 +267,8 @@ def main() -> int:
     if arguments.action == "up":
         return up(arguments.name)
     removed = remove_all()
-    print(f"[lab] removed: {', '.join(removed) or 'nothing'}")
+    shutil.rmtree(LAB_DIR, ignore_errors=True)
+    print(f"[lab] removed: {', '.join(removed) or 'no lab host'}, and {LAB_DIR}")
     return 0
 
 

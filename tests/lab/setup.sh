@@ -16,6 +16,7 @@ install_host_packages() {
     command -v dockerd >/dev/null || missing+=(docker.io)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     command -v msgfmt >/dev/null || missing+=(gettext)
+    command -v dpkg-scanpackages >/dev/null || missing+=(dpkg-dev)
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
         apt-get update -qq

@@ -183,3 +183,32 @@ def test_english_by_default() -> None:
     result = _run_cli("--help", lang="C.UTF-8")
     assert "Usage:" in result.stdout
     assert "Install the appliance" in result.stdout
+
+
+def test_relative_inventory_path_resolved(
+    tmp_path: Path, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Port 9 on loopback is closed, so the host is unreachable; what matters
+    # is that Ansible saw the host at all, from a path relative to the caller.
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "hosts.yml").write_text(
+        yaml.safe_dump(
+            {
+                "appliance": {
+                    "hosts": {
+                        "closed-port": {
+                            "ansible_host": "127.0.0.1",
+                            "ansible_port": 9,
+                            "ansible_ssh_common_args": "-o ConnectTimeout=5 -o BatchMode=yes",
+                        }
+                    }
+                }
+            }
+        ),
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["preflight", "--inventory", "lab/hosts.yml", "--json"])
+    data = json.loads(result.output[result.output.index("{") :])
+    assert "closed-port" in data["hosts"], data
+    assert result.exit_code == 1

@@ -182,3 +182,23 @@ def test_scrub_replaces_secret(tmp_path: Path) -> None:
     changed = scrub_secrets(tmp_path, ["abcdef123456"])
     assert changed == [target]
     assert "abcdef123456" not in target.read_text(encoding="utf-8")
+
+
+def test_run_without_hosts_fails(tmp_path: Path) -> None:
+    request = _request(tmp_path, PLAYBOOK)
+    request.inventory.write_text("other:\n  hosts:\n    gamma:\n", encoding="utf-8")
+    result = run_playbook(request, tmp_path / "run")
+
+    assert not result.succeeded
+    assert result.rc == 1
+    assert "the run reached no host" in result.message
+    assert "'appliance' group" in result.message
+    assert str(request.inventory) in result.message
+
+
+def test_limit_matching_nothing_explained(tmp_path: Path) -> None:
+    result = run_playbook(_request(tmp_path, PLAYBOOK, limit="nosuchhost"), tmp_path / "run")
+
+    assert not result.succeeded
+    assert result.message, "the reason must not stay hidden in the run directory"
+    assert "nosuchhost" in result.message or "no hosts" in result.message.lower()
