@@ -380,27 +380,37 @@ def test_metrics_use_vllm_names(standin: StandinProcess) -> None:
 
 
 def test_metrics_counters_grow(standin: StandinProcess) -> None:
+    # The stand-in is shared by the module's tests, so only the growth caused
+    # by the two requests below is compared, never absolute values.
     labels = f'engine="0",model_name="{SERVED_NAME}"'
     payload = {"model": SERVED_NAME, "messages": [{"role": "user", "content": "one two three"}]}
+    samples = {
+        "prompt": f"vllm:prompt_tokens_total{{{labels}}}",
+        "generation": f"vllm:generation_tokens_total{{{labels}}}",
+        "stop": f'vllm:request_success_total{{{labels},finished_reason="stop"}}',
+        "length": f'vllm:request_success_total{{{labels},finished_reason="length"}}',
+        "e2e": f"vllm:e2e_request_latency_seconds_count{{{labels}}}",
+        "itl": f"vllm:inter_token_latency_seconds_count{{{labels}}}",
+    }
 
+    def read() -> dict[str, float]:
+        text = standin.request("GET", "/metrics").body.decode()
+        return {name: metric_value(text, sample) for name, sample in samples.items()}
+
+    before = read()
     first = standin.chat(payload).json()
     standin.chat({**payload, "max_tokens": 2})
-    text = standin.request("GET", "/metrics").body.decode()
+    after = read()
+    growth = {name: after[name] - before[name] for name in samples}
 
     completion_tokens = first["usage"]["completion_tokens"]
-    assert metric_value(text, f"vllm:prompt_tokens_total{{{labels}}}") == 6.0, "3 + 3 prompt words"
-    assert metric_value(text, f"vllm:generation_tokens_total{{{labels}}}") == float(
-        completion_tokens + 2
-    ), "generation tokens must add up the two replies"
-    stop_sample = f'vllm:request_success_total{{{labels},finished_reason="stop"}}'
-    length_sample = f'vllm:request_success_total{{{labels},finished_reason="length"}}'
-    assert metric_value(text, stop_sample) == 1.0, "one request finished with stop"
-    assert metric_value(text, length_sample) == 1.0, "one request finished with length"
-    e2e_count = metric_value(text, f"vllm:e2e_request_latency_seconds_count{{{labels}}}")
-    assert e2e_count == 2.0, "each request adds one e2e latency observation"
-    itl_count = metric_value(text, f"vllm:inter_token_latency_seconds_count{{{labels}}}")
+    assert growth["prompt"] == 6.0, "3 + 3 prompt words"
+    assert growth["generation"] == float(completion_tokens + 2), "the two replies add up"
+    assert growth["stop"] == 1.0, "one request finished with stop"
+    assert growth["length"] == 1.0, "one request finished with length"
+    assert growth["e2e"] == 2.0, "each request adds one e2e latency observation"
     # The replies had completion_tokens and 2 tokens, so (completion_tokens - 1) + 1 intervals.
-    assert itl_count == float(completion_tokens), "one observation per token after the first"
+    assert growth["itl"] == float(completion_tokens), "one observation per token after the first"
 
 
 def test_accepts_vllm_and_unknown_args() -> None:
