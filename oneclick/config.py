@@ -62,6 +62,10 @@ class ModelSection(_Section):
     max_model_len: int = Field(32768, ge=256, le=1048576)
     gpu_memory_utilization: float = Field(0.90, gt=0.0, le=0.99)
     extra_args: list[str] = Field(default_factory=list)
+    # None: the quantization of the weights model.id names, BF16 for a base model.
+    quantization: Literal["bf16", "awq", "int8", "fp8"] | None = None
+    # Check the model against oneclick's model catalogue and the GPUs found.
+    check_fit: bool = True
 
     @field_validator("weights_path")
     @classmethod

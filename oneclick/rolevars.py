@@ -30,6 +30,8 @@ def role_vars(config: ApplianceConfig) -> dict[str, Any]:
         "preflight_require_gpu": config.gpu.required,
         "preflight_gpu_count": config.gpu.count,
         "preflight_ports": [api.port],
+        "preflight_model_id": model.id if model.check_fit else "",
+        "preflight_model_quantization": model.quantization or "",
         "preflight_disk_requirements": [
             {"path": "/var/lib/docker", "min_free_gb": config.disk.docker_min_free_gb},
             {"path": model.weights_path, "min_free_gb": config.disk.weights_min_free_gb},

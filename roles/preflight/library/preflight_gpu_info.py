@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from typing import TypedDict
 
@@ -14,8 +15,9 @@ DOCUMENTATION = r"""
 module: preflight_gpu_info
 short_description: List the NVIDIA GPUs of a host, with or without a driver
 description:
-  - Runs C(nvidia-smi --query-gpu=index,name,memory.total,uuid --format=csv,noheader,nounits)
-    when nvidia-smi is in PATH.
+  - Runs C(nvidia-smi --query-gpu=index,name,memory.total,uuid,compute_cap,driver_version
+    --format=csv,noheader,nounits) when nvidia-smi is in PATH. An nvidia-smi too old for the
+    compute_cap field is asked again without the last two fields, and those stay empty.
   - When nvidia-smi is missing, fails or lists nothing, reads the PCI devices under
     O(pci_devices_path) and counts NVIDIA display controllers (vendor 0x10de, class 0x0300xx
     or 0x0302xx), so that a host whose driver is not installed yet is still recognised.
@@ -40,11 +42,15 @@ EXAMPLES = r"""
 
 RETURN = r"""
 gpus:
-  description: GPUs ordered by index; memory_mib is 0 and uuid empty when only PCI was read.
+  description:
+    - GPUs ordered by index; memory_mib is 0 and uuid empty when only PCI was read.
+    - compute_cap ("8.0") and driver_version are empty when nvidia-smi did not report them.
   type: list
   elements: dict
   returned: always
-  sample: [{index: 0, name: NVIDIA A100-SXM4-80GB, memory_mib: 81920, uuid: GPU-0c4e...}]
+  sample:
+    - {index: 0, name: NVIDIA A100-SXM4-80GB, memory_mib: 81920, uuid: GPU-0c4e...,
+       compute_cap: "8.0", driver_version: 535.261.03}
 source:
   description: Where the list came from, one of C(nvidia-smi), C(pci) or C(none).
   type: str
@@ -73,6 +79,14 @@ QUERY_GPU_ARGS = (
     "--query-gpu=index,name,memory.total,uuid",
     "--format=csv,noheader,nounits",
 )
+# compute_cap appeared in nvidia-smi with the R510 drivers; older ones reject the query
+# with 'Field "compute_cap" is not a valid field to query.'
+EXTENDED_QUERY_GPU_ARGS = (
+    "--query-gpu=index,name,memory.total,uuid,compute_cap,driver_version",
+    "--format=csv,noheader,nounits",
+)
+_COMPUTE_CAP = re.compile(r"^(\d+\.\d+|\[N/A\])$")
+_DRIVER_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
 
 
 class GpuRecord(TypedDict):
@@ -80,6 +94,8 @@ class GpuRecord(TypedDict):
     name: str
     memory_mib: int
     uuid: str
+    compute_cap: str
+    driver_version: str
 
 
 class Discovery(TypedDict):
@@ -98,8 +114,17 @@ def _parse_int(text: str) -> int:
         return 0
 
 
+def _has_extended_fields(fields: list[str]) -> bool:
+    """Tell whether a line ends with the compute_cap and driver_version fields."""
+    return (
+        len(fields) >= 6
+        and _COMPUTE_CAP.match(fields[-2]) is not None
+        and _DRIVER_VERSION.match(fields[-1]) is not None
+    )
+
+
 def parse_query_gpu_csv(text: str) -> list[GpuRecord]:
-    """Parse the CSV that nvidia-smi prints for QUERY_GPU_ARGS.
+    """Parse the CSV that nvidia-smi prints for QUERY_GPU_ARGS or EXTENDED_QUERY_GPU_ARGS.
 
     Lines whose first field is not an index, such as "WARNING: infoROM is corrupted", are
     skipped. The name is the middle of the line, so a name that contains a comma survives.
@@ -111,6 +136,12 @@ def parse_query_gpu_csv(text: str) -> list[GpuRecord]:
         if len(fields) < 4 or not fields[0].isdigit():
             continue
 
+        compute_cap = driver_version = ""
+        if _has_extended_fields(fields):
+            compute_cap = "" if fields[-2].startswith("[") else fields[-2]
+            driver_version = fields[-1]
+            fields = fields[:-2]
+
         uuid = fields[-1]
         if uuid.startswith("["):
             uuid = ""
@@ -121,6 +152,8 @@ def parse_query_gpu_csv(text: str) -> list[GpuRecord]:
                 name=", ".join(fields[1:-2]),
                 memory_mib=_parse_int(fields[-2]),
                 uuid=uuid,
+                compute_cap=compute_cap,
+                driver_version=driver_version,
             )
         )
 
@@ -162,17 +195,21 @@ def scan_pci_gpus(devices_path: str) -> list[GpuRecord]:
                 name=f"NVIDIA PCI device 10de:{device_id or 'unknown'} at {address}",
                 memory_mib=0,
                 uuid="",
+                compute_cap="",
+                driver_version="",
             )
         )
 
     return gpus
 
 
-def run_nvidia_smi(executable: str, timeout_s: int) -> tuple[int, str, str]:
+def run_nvidia_smi(
+    executable: str, timeout_s: int, query_args: tuple[str, ...] = QUERY_GPU_ARGS
+) -> tuple[int, str, str]:
     """Run the GPU query and return exit code, stdout and a one-line error description."""
     try:
         completed = subprocess.run(
-            [executable, *QUERY_GPU_ARGS],
+            [executable, *query_args],
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -201,7 +238,9 @@ def discover_gpus(nvidia_smi: str | None, devices_path: str, timeout_s: int) -> 
     if nvidia_smi is None:
         checked.append("nvidia-smi: not found in PATH")
     else:
-        returncode, stdout, error = run_nvidia_smi(nvidia_smi, timeout_s)
+        returncode, stdout, error = run_nvidia_smi(nvidia_smi, timeout_s, EXTENDED_QUERY_GPU_ARGS)
+        if returncode != 0 and "valid field" in error:
+            returncode, stdout, error = run_nvidia_smi(nvidia_smi, timeout_s)
         gpus = parse_query_gpu_csv(stdout) if returncode == 0 else []
         if gpus:
             return Discovery(
