@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SCENARIOS ?= preflight docker inference
+SCENARIOS ?= preflight docker nvidia_driver inference nvidia_container_toolkit monitoring grafana
 PY_SOURCES := $(shell git ls-files --cached --others --exclude-standard 'oneclick/*.py')
 LOCALE := oneclick/locale
 

@@ -175,6 +175,45 @@ class DockerSection(_Section):
     daemon_config: dict[str, Any] = Field(default_factory=dict)
 
 
+class NvidiaSection(_Section):
+    """The NVIDIA driver and the NVIDIA Container Toolkit."""
+
+    # The driver branch; None takes the role's default for the OS (535 on
+    # Debian 12, the only branch it carries; 570 on Ubuntu).
+    driver_branch: str | None = Field(None, pattern=r"^[0-9]{3}$")
+    # Reboot remote hosts when the driver needs it; a local run never reboots.
+    allow_reboot: bool = True
+    toolkit_version: str = Field("1.17.8-1", pattern=r"^[0-9][0-9A-Za-z.+~-]*$")
+    # Make nvidia Docker's default runtime. The serving container requests
+    # its GPUs explicitly, so this stays off unless other containers need it.
+    default_runtime: bool = False
+
+
+class MonitoringSection(_Section):
+    """Prometheus, Alertmanager, the exporters and Grafana."""
+
+    bind_address: str = "127.0.0.1"
+    grafana_port: int = Field(3000, ge=1, le=65535)
+    retention: str = Field("30d", pattern=r"^[0-9]+(ms|s|m|h|d|w|y)$")
+    grafana_admin_password: SecretStr | None = None
+
+    @field_validator("bind_address")
+    @classmethod
+    def _monitoring_bind_address_ip(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError as error:
+            raise ValueError(_("must be an IP address such as 127.0.0.1 or 0.0.0.0")) from error
+        return value
+
+    @field_validator("grafana_admin_password", mode="before")
+    @classmethod
+    def _password_long_enough(cls, value: Any) -> Any:
+        if isinstance(value, str) and len(value) < 16:
+            raise ValueError(_("must be at least 16 characters long, or left out to generate one"))
+        return value
+
+
 class DiskSection(_Section):
     """Free space that preflight requires before installing."""
 
@@ -185,8 +224,12 @@ class DiskSection(_Section):
 class FeaturesSection(_Section):
     """Switches for the parts of the install."""
 
+    nvidia_driver: bool = True
     docker: bool = True
+    nvidia_container_toolkit: bool = True
     inference: bool = True
+    monitoring: bool = True
+    grafana: bool = True
 
 
 class ApplianceConfig(_Section):
@@ -199,6 +242,8 @@ class ApplianceConfig(_Section):
     gpu: GpuSection = Field(default_factory=GpuSection)
     sources: SourcesSection = Field(default_factory=SourcesSection)
     docker: DockerSection = Field(default_factory=DockerSection)
+    nvidia: NvidiaSection = Field(default_factory=NvidiaSection)
+    monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
     disk: DiskSection = Field(default_factory=DiskSection)
     features: FeaturesSection = Field(default_factory=FeaturesSection)
 
@@ -420,9 +465,12 @@ def masked(config: ApplianceConfig) -> dict[str, Any]:
     """Return the configuration as plain data with every secret replaced by a mask."""
     data = config.model_dump(mode="python")
     data["api"]["key"] = MASK if config.api.key is not None else None
+    password = config.monitoring.grafana_admin_password
+    data["monitoring"]["grafana_admin_password"] = MASK if password is not None else None
     return data
 
 
 def secret_values(config: ApplianceConfig) -> list[str]:
     """Return the secret values in ``config``, for scrubbing run artifacts."""
-    return [config.api.key.get_secret_value()] if config.api.key is not None else []
+    secrets = [config.api.key, config.monitoring.grafana_admin_password]
+    return [secret.get_secret_value() for secret in secrets if secret is not None]

@@ -12,7 +12,7 @@ import enum
 import logging
 import re
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from xml.etree import ElementTree
@@ -791,3 +791,23 @@ def _with_xid(inventory: GpuInventory, kernel_log: str | None) -> GpuInventory:
         return inventory
     events = parse_xid_events(kernel_log)
     return replace(inventory, gpus=tuple(_attach_xid_events(list(inventory.gpus), events)))
+
+
+def inventory_from_report(commands: Mapping[str, Mapping[str, Any]]) -> GpuInventory:
+    """Rebuild a host's GPU inventory from nvidia-smi runs recorded by a playbook.
+
+    ``commands`` maps ``xml`` (``nvidia-smi -q -x``) and ``compute_cap`` (the
+    compute capability query) to their ``rc``, ``stdout`` and ``stderr``, so
+    that remote hosts get the same parsing and health checks as local ones.
+    """
+
+    def replay(argv: Sequence[str]) -> CommandResult:
+        key = "xml" if "-x" in argv else "compute_cap"
+        recorded = commands.get(key) or {}
+        return CommandResult(
+            returncode=int(recorded.get("rc", 127)),
+            stdout=str(recorded.get("stdout", "")),
+            stderr=str(recorded.get("stderr", "")),
+        )
+
+    return read_gpus_nvidia_smi(replay)

@@ -12,9 +12,11 @@ from typing import Any
 
 from oneclick.config import ApplianceConfig
 
-# Path under a mirror base URL where mirrors of Docker's APT repository keep
-# it, as the public mirrors in mainland China lay it out.
+# Paths under a mirror base URL where mirrors of the vendors' APT
+# repositories keep them, as the public mirrors in mainland China lay them out.
 DOCKER_MIRROR_SUBPATH = "docker-ce/linux/{{ ansible_distribution | lower }}"
+TOOLKIT_MIRROR_SUBPATH = "libnvidia-container/stable/deb/$(ARCH)"
+GRAFANA_MIRROR_SUBPATH = "grafana/apt"
 
 
 def role_vars(config: ApplianceConfig) -> dict[str, Any]:
@@ -54,14 +56,51 @@ def role_vars(config: ApplianceConfig) -> dict[str, Any]:
         "inference_image_source": images.mode,
     }
 
+    nvidia = config.nvidia
+    monitoring = config.monitoring
+    variables.update(
+        {
+            "nvidia_driver_allow_reboot": nvidia.allow_reboot,
+            "nvidia_container_toolkit_version": nvidia.toolkit_version,
+            "nvidia_container_toolkit_default_runtime": nvidia.default_runtime,
+            "grafana_http_addr": monitoring.bind_address,
+            "grafana_http_port": monitoring.grafana_port,
+            "monitoring_prometheus_bind_address": monitoring.bind_address,
+            "monitoring_alertmanager_bind_address": monitoring.bind_address,
+            "monitoring_node_exporter_bind_address": monitoring.bind_address,
+            "monitoring_dcgm_exporter_bind_address": monitoring.bind_address,
+            "monitoring_prometheus_retention": monitoring.retention,
+            # The GPU exporter's image must match the driver actually installed.
+            "monitoring_nvidia_driver_branch": (
+                nvidia.driver_branch
+                or "{{ (oneclick_driver_version | default('535', true)).split('.')[0] }}"
+            ),
+            "monitoring_image_source": images.mode,
+        }
+    )
+    if nvidia.driver_branch is not None:
+        variables["nvidia_driver_branch"] = nvidia.driver_branch
+    if images.mode == "mirror":
+        variables["monitoring_image_mirror"] = (images.mirror_url or "").rstrip("/")
+    if images.mode == "local":
+        variables["monitoring_image_archive_dir"] = images.local_path
+
     if packages.mode == "local":
+        roles = ("docker", "nvidia_driver", "nvidia_container_toolkit", "monitoring", "grafana")
+        for role in roles:
+            variables[f"{role}_local_repo_path"] = packages.local_path
         variables["docker_package_source"] = "local"
-        variables["docker_local_repo_path"] = packages.local_path
+        variables["nvidia_driver_source"] = "local"
+        variables["nvidia_container_toolkit_source"] = "local"
+        variables["monitoring_package_source"] = "local"
+        variables["grafana_package_source"] = "local"
     else:
         variables["docker_package_source"] = config.docker.package_source
         if packages.mode == "mirror" and packages.mirror_url:
             base = packages.mirror_url.rstrip("/")
             variables["docker_repo_url"] = f"{base}/{DOCKER_MIRROR_SUBPATH}"
+            variables["nvidia_container_toolkit_repo_url"] = f"{base}/{TOOLKIT_MIRROR_SUBPATH}"
+            variables["grafana_repo_url"] = f"{base}/{GRAFANA_MIRROR_SUBPATH}"
 
     if config.engine.image is not None:
         variables["inference_engine_image"] = config.engine.image
@@ -78,4 +117,7 @@ def secret_role_vars(config: ApplianceConfig) -> dict[str, Any]:
     secrets: dict[str, Any] = {}
     if config.api.key is not None:
         secrets["inference_api_key"] = config.api.key.get_secret_value()
+    password = config.monitoring.grafana_admin_password
+    if password is not None:
+        secrets["grafana_admin_password"] = password.get_secret_value()
     return secrets

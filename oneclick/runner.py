@@ -216,8 +216,9 @@ class EventTracker:
             host.ok += 1
             if result.get("changed"):
                 host.changed += 1
+            # Several roles publish parts of one host's report.
             if isinstance(result.get("oneclick_report"), dict):
-                self.reports[host_name] = result["oneclick_report"]
+                self.reports.setdefault(host_name, {}).update(result["oneclick_report"])
         elif kind == "runner_on_skipped":
             host.skipped += 1
         elif kind == "runner_on_unreachable":

@@ -23,7 +23,14 @@ from oneclick.cli.common import (
     reported_errors,
 )
 from oneclick.cli.localized import LocalizedCommand, LocalizedGroup
-from oneclick.cli.render import ProgressDisplay, print_result, result_json
+from oneclick.cli.render import (
+    ProgressDisplay,
+    print_gpus,
+    print_monitoring,
+    print_result,
+    result_json,
+)
+from oneclick.gpu import inventory_from_report
 from oneclick.i18n import _
 from oneclick.runner import RunResult
 
@@ -151,7 +158,15 @@ class _CancelOnInterrupt:
         return self.requested.is_set()
 
 
-def _run(command: str, options: RunOptions, as_json: bool, success: str) -> RunResult:
+def _print_checks(result: RunResult) -> None:
+    for host, report in sorted(result.reports.items()):
+        for line in report.get("checks") or []:
+            console.print(f"{escape(host)}: {escape(str(line))}", soft_wrap=True)
+
+
+def _run(
+    command: str, options: RunOptions, as_json: bool, success: str, show_checks: bool = False
+) -> RunResult:
     progress_console = err_console
     with reported_errors():
         display = ProgressDisplay(progress_console)
@@ -168,6 +183,8 @@ def _run(command: str, options: RunOptions, as_json: bool, success: str) -> RunR
     if as_json:
         print(result_json(result))
     else:
+        if show_checks:
+            _print_checks(result)
         print_result(console, result, success)
     return result
 
@@ -227,7 +244,9 @@ def preflight(
         limit=limit,
         verbosity=ctx.obj["verbose"],
     )
-    result = _run("preflight", options, as_json, _("Every preflight check passed."))
+    result = _run(
+        "preflight", options, as_json, _("Every preflight check passed."), show_checks=True
+    )
     raise typer.Exit(_exit_code(result))
 
 
@@ -302,6 +321,11 @@ def status(
     else:
         if result.reports:
             console.print(_status_table(result))
+        for host, report in sorted(result.reports.items()):
+            if report.get("gpu_commands"):
+                print_gpus(console, host, inventory_from_report(report["gpu_commands"]))
+            if report.get("monitoring"):
+                print_monitoring(console, host, report["monitoring"])
         if not result.succeeded:
             print_result(console, result, "")
     if result.succeeded and not _all_ready(result):

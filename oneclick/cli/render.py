@@ -12,6 +12,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from oneclick.gpu import GpuInventory
 from oneclick.i18n import _
 from oneclick.runner import HostProgress, RunProgress, RunResult
 
@@ -143,3 +144,90 @@ def result_json(result: RunResult) -> str:
         "reports": result.reports,
     }
     return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def _optional(value: object, unit: str = "") -> str:
+    return "-" if value is None else f"{value}{unit}"
+
+
+def print_gpus(console: Console, host: str, inventory: GpuInventory) -> None:
+    """Print one host's GPUs with their health, or why none could be read."""
+    if not inventory.gpus:
+        console.print(
+            _("{host}: no GPU read: {reason}").format(
+                host=escape(host), reason=escape(inventory.reason or inventory.reason_code)
+            )
+        )
+        return
+
+    table = Table(
+        title=_("{host}: GPUs (driver {driver}, CUDA {cuda})").format(
+            host=escape(host),
+            driver=escape(inventory.driver_version or "?"),
+            cuda=escape(inventory.cuda_driver_version or "?"),
+        ),
+        title_justify="left",
+    )
+    for title in (_("GPU"), _("Name"), _("Memory MiB"), _("CC"), _("Temp"), _("Power W")):
+        table.add_column(title, overflow="fold")
+    table.add_column(_("ECC DBE"), justify="right")
+    table.add_column(_("Xid"), justify="right")
+    for gpu in inventory.gpus:
+        used = _optional(gpu.memory_used_mib)
+        power = (
+            f"{_optional(gpu.power_draw_w)}/{_optional(gpu.power_limit_w)}"
+            if gpu.power_draw_w is not None or gpu.power_limit_w is not None
+            else "-"
+        )
+        table.add_row(
+            str(gpu.index),
+            escape(gpu.name),
+            f"{used}/{gpu.memory_total_mib}",
+            escape(gpu.compute_capability_text),
+            _optional(gpu.temperature_c, " °C"),
+            power,
+            _optional(gpu.ecc_volatile_double_bit),
+            str(len(gpu.xid_events)),
+        )
+    console.print(table)
+    for problem in inventory.problems:
+        console.print(f"  [red]{escape(problem)}[/red]", soft_wrap=True)
+    for warning in inventory.warnings:
+        console.print(f"  [yellow]{escape(warning)}[/yellow]", soft_wrap=True)
+
+
+def print_monitoring(console: Console, host: str, report: dict[str, Any]) -> None:
+    """Print one host's monitoring endpoints, scrape targets and active alerts."""
+    endpoints: dict[str, str] = report.get("endpoints") or {}
+    ready = set(report.get("ready") or [])
+    table = Table(title=_("{host}: monitoring").format(host=escape(host)), title_justify="left")
+    table.add_column(_("Component"))
+    table.add_column(_("Endpoint"), overflow="fold")
+    table.add_column(_("State"))
+    for name, url in sorted(endpoints.items()):
+        state = _("ready") if name in ready else _("not ready")
+        table.add_row(escape(name), escape(str(url)), state)
+    console.print(table)
+
+    targets: dict[str, str] = report.get("targets") or {}
+    errors: dict[str, str] = report.get("target_errors") or {}
+    for job, health in sorted(targets.items()):
+        line = _("scrape target {job}: {health}").format(job=escape(job), health=escape(health))
+        if job in errors:
+            line += f" ({escape(errors[job])})"
+        console.print(("  " if health == "up" else "  [red]") + line, soft_wrap=True)
+
+    alerts: list[dict[str, str]] = report.get("alerts") or []
+    if not alerts:
+        console.print("  " + _("no active alerts"))
+    for labels in alerts:
+        detail = ", ".join(
+            f"{key}={value}" for key, value in sorted(labels.items()) if key != "alertname"
+        )
+        console.print(
+            "  [red]"
+            + _("alert {name} firing: {labels}").format(
+                name=escape(labels.get("alertname", "?")), labels=escape(detail)
+            ),
+            soft_wrap=True,
+        )

@@ -152,6 +152,24 @@ def test_status_reports_serving(lab: Lab, first_install: object) -> None:
     assert report["container"]["state"] == "running"
     assert report["container"]["served_model_name"] == "lab-model"
     assert report["endpoint"]["ready"] is True
+    monitoring = report["monitoring"]
+    assert {"prometheus", "alertmanager", "node"} <= set(monitoring["ready"]), monitoring
+    assert monitoring["targets"]["vllm"] == "up", monitoring
+    assert monitoring["targets"]["node"] == "up", monitoring
+
+
+def test_status_explains_missing_gpu(lab: Lab, first_install: object) -> None:
+    result = oneclick(lab, "status", "-i", str(lab.inventory), "-c", str(lab.config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{lab.name}: no GPU read: No working NVIDIA driver" in result.stdout
+
+
+def test_preflight_lists_checks(lab: Lab, first_install: object) -> None:
+    result = oneclick(lab, "preflight", "-i", str(lab.inventory), "-c", str(lab.config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{lab.name}: OS: Debian 12" in result.stdout
+    assert "GPU checks skipped" in result.stdout
+    assert "Every preflight check passed." in result.stdout
 
 
 def test_key_never_in_run_artifacts(lab: Lab, first_install: object) -> None:

@@ -224,6 +224,10 @@ def lab_config(bind_address: str = "0.0.0.0", **engine: Any) -> dict[str, Any]:
         "sources": {"images": {"mode": "local", "local_path": IMAGES_DIR}},
         "docker": {"daemon_config": {"live-restore": True}},
         "disk": {"docker_min_free_gb": 1, "weights_min_free_gb": 1},
+        # The lab reaches neither NVIDIA's nor Grafana's repository, and a
+        # container cannot load a kernel driver; those roles have their own
+        # Molecule scenarios with stand-in packages instead.
+        "features": {"nvidia_driver": False, "nvidia_container_toolkit": False, "grafana": False},
     }
 
 

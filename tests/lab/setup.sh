@@ -17,10 +17,25 @@ install_host_packages() {
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     command -v msgfmt >/dev/null || missing+=(gettext)
     command -v dpkg-scanpackages >/dev/null || missing+=(dpkg-dev)
+    # promtool and amtool check alert rules, dashboard queries and the
+    # Alertmanager configuration in the unit tests.
+    command -v promtool >/dev/null || missing+=(prometheus)
+    command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
         apt-get update -qq
+        # Only the tools are needed here, so a policy-rc.d that denies every
+        # start keeps the packages' services (prometheus) from running.
+        local policy=/usr/sbin/policy-rc.d created_policy=false
+        if [[ ! -e ${policy} ]]; then
+            printf '#!/bin/sh\nexit 101\n' >"${policy}"
+            chmod 0755 "${policy}"
+            created_policy=true
+        fi
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        if [[ ${created_policy} == true ]]; then
+            rm -f "${policy}"
+        fi
     fi
 }
 
