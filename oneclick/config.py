@@ -161,10 +161,18 @@ class ImageSource(SourceSection):
         return value
 
 
+PackageRole = Literal[
+    "docker", "nvidia_driver", "nvidia_container_toolkit", "monitoring", "grafana"
+]
+
+
 class SourcesSection(_Section):
     """Sources for packages and images."""
 
     packages: PackageSource = Field(default_factory=PackageSource)
+    # Per-role exceptions to `packages`, for example NVIDIA's toolkit from a
+    # local repository while everything else comes from the OS archive.
+    package_overrides: dict[PackageRole, PackageSource] = Field(default_factory=dict)
     images: ImageSource = Field(default_factory=ImageSource)
 
 
@@ -282,8 +290,10 @@ def _cross_field_problems(data: dict[str, Any]) -> list[str]:
             ).format(tp=tp, gpus=gpus, fits=fits)
         )
 
-    for name in ("packages", "images"):
-        source = _raw_section(data, "sources", name)
+    overrides = _raw_section(data, "sources", "package_overrides")
+    names = ["packages", "images"] + [f"package_overrides.{role}" for role in overrides]
+    for name in names:
+        source = _raw_section(data, "sources", *name.split("."))
         mode = source.get("mode", "upstream")
         if mode == "mirror" and not source.get("mirror_url"):
             problems.append(
@@ -299,6 +309,9 @@ def _cross_field_problems(data: dict[str, Any]) -> list[str]:
 def _dotted(location: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     for item in location:
+        if item == "[key]":
+            # pydantic's marker for an invalid mapping key, named just before it.
+            continue
         if isinstance(item, int):
             parts.append(f"[{item}]")
         elif parts:

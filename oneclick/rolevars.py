@@ -10,13 +10,58 @@ from __future__ import annotations
 
 from typing import Any
 
-from oneclick.config import ApplianceConfig
+from oneclick.config import ApplianceConfig, PackageRole, PackageSource
 
 # Paths under a mirror base URL where mirrors of the vendors' APT
 # repositories keep them, as the public mirrors in mainland China lay them out.
 DOCKER_MIRROR_SUBPATH = "docker-ce/linux/{{ ansible_distribution | lower }}"
 TOOLKIT_MIRROR_SUBPATH = "libnvidia-container/stable/deb/$(ARCH)"
 GRAFANA_MIRROR_SUBPATH = "grafana/apt"
+
+
+# Each role that installs packages, with the variable that selects its
+# source and the value that means "a local directory repository".
+PACKAGE_ROLES: tuple[PackageRole, ...] = (
+    "docker",
+    "nvidia_driver",
+    "nvidia_container_toolkit",
+    "monitoring",
+    "grafana",
+)
+_SOURCE_VARIABLE = {
+    "docker": "docker_package_source",
+    "nvidia_driver": "nvidia_driver_source",
+    "nvidia_container_toolkit": "nvidia_container_toolkit_source",
+    "monitoring": "monitoring_package_source",
+    "grafana": "grafana_package_source",
+}
+# Roles whose vendor repository has a well-known path under a mirror.
+_MIRROR_REPOSITORY = {
+    "nvidia_container_toolkit": ("nvidia_container_toolkit_repo_url", TOOLKIT_MIRROR_SUBPATH),
+    "grafana": ("grafana_repo_url", GRAFANA_MIRROR_SUBPATH),
+}
+
+
+def _package_source_vars(
+    role: str, source: PackageSource, config: ApplianceConfig
+) -> dict[str, Any]:
+    """Return the variables that point ``role`` at ``source``."""
+    variables: dict[str, Any] = {}
+    if role == "docker" and source.mode != "local":
+        variables["docker_package_source"] = config.docker.package_source
+    if source.mode == "local":
+        variables[_SOURCE_VARIABLE[role]] = "local"
+        variables[f"{role}_local_repo_path"] = source.local_path
+    elif source.mode == "mirror" and source.mirror_url:
+        base = source.mirror_url.rstrip("/")
+        if role == "docker":
+            variables["docker_repo_url"] = f"{base}/{DOCKER_MIRROR_SUBPATH}"
+        elif role in _MIRROR_REPOSITORY:
+            name, subpath = _MIRROR_REPOSITORY[role]
+            variables[name] = f"{base}/{subpath}"
+        # NOTE: NVIDIA's CUDA repository (nvidia_driver) has no common mirror
+        # layout; set nvidia_driver_cuda_repo_url through an inventory variable.
+    return variables
 
 
 def role_vars(config: ApplianceConfig) -> dict[str, Any]:
@@ -85,22 +130,9 @@ def role_vars(config: ApplianceConfig) -> dict[str, Any]:
     if images.mode == "local":
         variables["monitoring_image_archive_dir"] = images.local_path
 
-    if packages.mode == "local":
-        roles = ("docker", "nvidia_driver", "nvidia_container_toolkit", "monitoring", "grafana")
-        for role in roles:
-            variables[f"{role}_local_repo_path"] = packages.local_path
-        variables["docker_package_source"] = "local"
-        variables["nvidia_driver_source"] = "local"
-        variables["nvidia_container_toolkit_source"] = "local"
-        variables["monitoring_package_source"] = "local"
-        variables["grafana_package_source"] = "local"
-    else:
-        variables["docker_package_source"] = config.docker.package_source
-        if packages.mode == "mirror" and packages.mirror_url:
-            base = packages.mirror_url.rstrip("/")
-            variables["docker_repo_url"] = f"{base}/{DOCKER_MIRROR_SUBPATH}"
-            variables["nvidia_container_toolkit_repo_url"] = f"{base}/{TOOLKIT_MIRROR_SUBPATH}"
-            variables["grafana_repo_url"] = f"{base}/{GRAFANA_MIRROR_SUBPATH}"
+    for role in PACKAGE_ROLES:
+        source = config.sources.package_overrides.get(role, packages)
+        variables.update(_package_source_vars(role, source, config))
 
     if config.engine.image is not None:
         variables["inference_engine_image"] = config.engine.image

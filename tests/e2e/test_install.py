@@ -109,6 +109,22 @@ def test_docker_running_and_daemon_json_merged(lab: Lab, first_install: object) 
     assert live_restore.strip() == "true"
 
 
+def test_gpu_stack_installed_and_held(lab: Lab, first_install: object) -> None:
+    held = labhost.host_exec(lab.name, "apt-mark showhold").split()
+    assert "nvidia-container-toolkit" in held, held
+    assert "nvidia-smi" in held, "the driver packages must be held"
+    toolkit = labhost.host_exec(
+        lab.name, "dpkg-query -W -f '${Version}' nvidia-container-toolkit"
+    ).strip()
+    assert toolkit == "1.17.8-1"
+    runtimes = labhost.host_exec(lab.name, "docker info --format '{{json .Runtimes}}'")
+    assert "nvidia" in json.loads(runtimes), runtimes
+    cgroup_driver = labhost.host_exec(lab.name, "docker info --format '{{.CgroupDriver}}'")
+    assert cgroup_driver.strip() == "cgroupfs"
+    merged = json.loads(labhost.host_exec(lab.name, "cat /etc/docker/daemon.json"))
+    assert merged["log-opts"] == {"max-size": "10m"}, "operator's key lost after the toolkit"
+
+
 def test_serving_container_healthy(lab: Lab, first_install: object) -> None:
     deadline = time.monotonic() + 120
     health = ""

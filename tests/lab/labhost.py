@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aptrepo
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +32,10 @@ LAB_LABEL = "io.oneclick.lab"
 # never removes another checkout's lab hosts on a shared engine.
 LAB_OWNER = str(REPO_ROOT)
 IMAGES_DIR = "/srv/oneclick/images"
+TOOLKIT_REPO_DIR = "/srv/oneclick/apt-nvidia-container-toolkit"
+TOOLKIT_PACKAGES = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "packages" / "nvidia-container-toolkit"
+)
 WEIGHTS_DIR = "/srv/oneclick/models/lab-model"
 LAB_DIR = REPO_ROOT / ".lab"
 
@@ -182,8 +187,17 @@ def archive_name(image: str) -> str:
 
 
 def stage_fixtures(name: str, work_dir: Path) -> None:
-    """Copy the serving stand-in image archive and small test weights into the host."""
+    """Copy the fixtures into the host: the serving stand-in image archive, small
+    test weights, and a local APT repository of stand-in NVIDIA toolkit packages."""
     work_dir.mkdir(parents=True, exist_ok=True)
+    repo = work_dir / "apt-nvidia-container-toolkit"
+    if not (repo / "Packages").exists():
+        sources = sorted(
+            path for path in (TOOLKIT_PACKAGES / "1.17.8-1").iterdir() if path.is_dir()
+        )
+        aptrepo.build_repo(repo, sources)
+    host_exec(name, f"mkdir -p {Path(TOOLKIT_REPO_DIR).parent}")
+    docker("cp", str(repo), f"{name}:{TOOLKIT_REPO_DIR}")
     archive = work_dir / archive_name(STANDIN_IMAGE)
     if not archive.exists():
         docker("save", "-o", str(archive), STANDIN_IMAGE, timeout=600)
@@ -221,13 +235,21 @@ def lab_config(bind_address: str = "0.0.0.0", **engine: Any) -> dict[str, Any]:
         "engine": {"image": STANDIN_IMAGE, "ready_timeout": 120, **engine},
         "api": {"bind_address": bind_address, "port": 8000},
         "gpu": {"required": False, "count": 1},
-        "sources": {"images": {"mode": "local", "local_path": IMAGES_DIR}},
         "docker": {"daemon_config": {"live-restore": True}},
         "disk": {"docker_min_free_gb": 1, "weights_min_free_gb": 1},
-        # The lab reaches neither NVIDIA's nor Grafana's repository, and a
-        # container cannot load a kernel driver; those roles have their own
-        # Molecule scenarios with stand-in packages instead.
-        "features": {"nvidia_driver": False, "nvidia_container_toolkit": False, "grafana": False},
+        # NVIDIA's toolkit comes from stand-in packages (test fixtures) in a
+        # local repository; Debian's driver packages from the Debian mirror.
+        "sources": {
+            "images": {"mode": "local", "local_path": IMAGES_DIR},
+            "package_overrides": {
+                "nvidia_container_toolkit": {"mode": "local", "local_path": TOOLKIT_REPO_DIR}
+            },
+        },
+        # A container must never be rebooted by the driver role.
+        "nvidia": {"allow_reboot": False},
+        # Grafana's repository is unreachable from the lab; its own Molecule
+        # scenario installs a stand-in package instead.
+        "features": {"grafana": False},
     }
 
 

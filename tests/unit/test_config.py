@@ -188,3 +188,33 @@ def test_role_vars_for_mirrors() -> None:
     assert variables["docker_repo_url"].startswith("https://mirrors.example.cn/docker-ce/linux/")
     assert variables["inference_image_mirror"] == "registry.example.cn"
     assert variables["preflight_ports"] == [8000]
+
+
+def test_package_override_for_one_role() -> None:
+    config = config_module.validate_data(
+        {
+            "sources": {
+                "packages": {"mode": "mirror", "mirror_url": "https://mirrors.example.cn"},
+                "package_overrides": {
+                    "nvidia_container_toolkit": {"mode": "local", "local_path": "/srv/nct"}
+                },
+            }
+        },
+        "test",
+    )
+    variables = role_vars(config)
+    assert variables["nvidia_container_toolkit_source"] == "local"
+    assert variables["nvidia_container_toolkit_local_repo_path"] == "/srv/nct"
+    assert "nvidia_container_toolkit_repo_url" not in variables
+    assert variables["grafana_repo_url"] == "https://mirrors.example.cn/grafana/apt"
+    assert variables["docker_package_source"] == "distribution"
+
+
+def test_package_override_rejects_unknown_role() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_module.validate_data(
+            {"sources": {"package_overrides": {"cuda": {"mode": "local"}}}}, "test"
+        )
+    text = _error_text(caught.value)
+    assert "sources.package_overrides" in text
+    assert "sources.package_overrides.cuda.local_path: missing" in text
