@@ -15,7 +15,7 @@ class OneclickError(Exception):
 class ConfigError(OneclickError):
     """The appliance configuration or a command-line input is invalid.
 
-    ``problems`` holds one line per invalid key so the operator can fix them
+    ``problems`` contains one line per invalid key so the operator can fix them
     all in one pass.
     """
 

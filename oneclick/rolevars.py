@@ -98,7 +98,6 @@ def role_vars(config: ApplianceConfig) -> dict[str, Any]:
         "inference_bind_address": api.bind_address,
         "inference_port": api.port,
         "inference_api_key_file": api.key_file,
-        "inference_image_source": images.mode,
     }
 
     nvidia = config.nvidia
@@ -120,26 +119,23 @@ def role_vars(config: ApplianceConfig) -> dict[str, Any]:
                 nvidia.driver_branch
                 or "{{ (oneclick_driver_version | default('535', true)).split('.')[0] }}"
             ),
-            "monitoring_image_source": images.mode,
         }
     )
     if nvidia.driver_branch is not None:
         variables["nvidia_driver_branch"] = nvidia.driver_branch
-    if images.mode == "mirror":
-        variables["monitoring_image_mirror"] = (images.mirror_url or "").rstrip("/")
-    if images.mode == "local":
-        variables["monitoring_image_archive_dir"] = images.local_path
-
     for role in PACKAGE_ROLES:
         source = config.sources.package_overrides.get(role, packages)
         variables.update(_package_source_vars(role, source, config))
 
     if config.engine.image is not None:
         variables["inference_engine_image"] = config.engine.image
-    if images.mode == "mirror":
-        variables["inference_image_mirror"] = (images.mirror_url or "").rstrip("/")
-    if images.mode == "local":
-        variables["inference_image_archive_dir"] = images.local_path
+    # Both roles that run containers take their images the same way.
+    for container_role in ("inference", "monitoring"):
+        variables[f"{container_role}_image_source"] = images.mode
+        if images.mode == "mirror":
+            variables[f"{container_role}_image_mirror"] = (images.mirror_url or "").rstrip("/")
+        if images.mode == "local":
+            variables[f"{container_role}_image_archive_dir"] = images.local_path
 
     return variables
 

@@ -3,7 +3,7 @@
 Each run gets its own directory (the ansible-runner private data dir) that
 keeps the job events, the plain-text output and the effective configuration
 with secrets masked. Secret variables travel in a separate file readable by
-its owner only, which is deleted when the run ends; afterwards every file
+its owner only, which is deleted when the run ends. Afterwards every file
 the run kept is scrubbed of secret values as a second line of defence.
 """
 
@@ -38,7 +38,7 @@ _FAILURE_KEYS = ("msg", "stderr", "reason", "module_stderr", "stdout")
 
 @dataclass
 class HostProgress:
-    """What one host is doing and how its tasks have ended so far."""
+    """Current role and task of one host, and the counts of its task outcomes."""
 
     name: str
     role: str = ""
@@ -82,7 +82,7 @@ class RunProgress:
 
 @dataclass
 class RunResult:
-    """How a run ended."""
+    """Outcome of a run: status, exit code, per-host counts, failures and reports."""
 
     status: str
     rc: int
@@ -325,7 +325,7 @@ def ansible_errors(run_dir: Path, limit: int = 5) -> list[str]:
 
 
 def _explain_hostless_run(result: RunResult, request: RunRequest) -> None:
-    """Fail a run that reached no host, and say why.
+    """Mark a run that reached no host as failed, with the reason.
 
     ansible-playbook exits 0 when the inventory has no host in the targeted
     group, which must not read as a successful install.

@@ -1,10 +1,10 @@
 """Typer command classes whose built-in texts follow the locale.
 
 Typer ships its own copy of Click in which several texts are fixed English
-strings rather than gettext lookups: the "Usage:" prefix, the help option's
-description, the "Did you mean" hint for a mistyped command and the usage
-errors for unknown options and missing arguments. These subclasses put those
-texts through the oneclick catalogue.
+strings rather than gettext lookups. They are the "Usage:" prefix, the help
+option's description, the "Did you mean" hint for a mistyped command, and
+the usage errors for unknown options and missing arguments. These subclasses
+put those texts through the oneclick catalogue.
 """
 
 from __future__ import annotations

@@ -188,7 +188,7 @@ def test_english_by_default() -> None:
 def test_relative_inventory_path_resolved(
     tmp_path: Path, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Port 9 on loopback is closed, so the host is unreachable; what matters
+    # Port 9 on loopback is closed, so the host is unreachable. What matters
     # is that Ansible saw the host at all, from a path relative to the caller.
     (tmp_path / "lab").mkdir()
     (tmp_path / "lab" / "hosts.yml").write_text(

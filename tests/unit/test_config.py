@@ -168,6 +168,8 @@ def test_role_vars_for_local_sources() -> None:
     assert variables["docker_local_repo_path"] == "/srv/bundle/apt"
     assert variables["inference_image_source"] == "local"
     assert variables["inference_image_archive_dir"] == "/srv/bundle/images"
+    assert variables["monitoring_image_source"] == "local"
+    assert variables["monitoring_image_archive_dir"] == "/srv/bundle/images"
     assert variables["preflight_require_gpu"] is False
     assert "inference_engine_image" not in variables, "the role's pinned image must stay in force"
 
@@ -187,6 +189,7 @@ def test_role_vars_for_mirrors() -> None:
     assert variables["docker_package_source"] == "docker"
     assert variables["docker_repo_url"].startswith("https://mirrors.example.cn/docker-ce/linux/")
     assert variables["inference_image_mirror"] == "registry.example.cn"
+    assert variables["monitoring_image_mirror"] == "registry.example.cn"
     assert variables["preflight_ports"] == [8000]
 
 
