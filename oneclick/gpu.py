@@ -681,6 +681,9 @@ def parse_compute_cap_csv(text: str) -> dict[int, tuple[int, int]]:
 def classify_nvidia_smi_failure(returncode: int, output: str) -> tuple[NoGpuReason, str]:
     """Turn a failed nvidia-smi run into a reason code and an operator message."""
     first_line = next((line.strip() for line in output.splitlines() if line.strip()), "")
+    # The templates below end the sentence themselves; nvidia-smi's own lines
+    # often end with a period already.
+    first_line = first_line.rstrip(".")
 
     if "version mismatch" in output.lower() or returncode == _NVML_ERROR_LIB_RM_VERSION_MISMATCH:
         return NoGpuReason.DRIVER_MISMATCH, _(
