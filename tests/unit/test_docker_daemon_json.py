@@ -286,3 +286,48 @@ def test_module_creates_missing_file(tmp_path: Path) -> None:
     assert result["changed"] is True, f"creating the file is a change: {result}"
     assert result["backup_file"] == "", f"no backup expected for a new file: {result}"
     assert json.loads(path.read_text(encoding="utf-8")) == {"live-restore": True}, "wrong content"
+
+
+def test_remove_keys_keeps_the_rest() -> None:
+    config = {**ADMIN_CONFIG, "proxies": {"http-proxy": "http://127.0.0.1:3128"}}
+
+    remaining = module.remove_keys(config, ["proxies", "no-such-key"])
+
+    assert remaining == ADMIN_CONFIG, f"wrong keys removed: {remaining}"
+    assert list(remaining) == list(ADMIN_CONFIG), f"key order changed: {list(remaining)}"
+    assert "proxies" in config, "remove_keys modified its argument"
+
+
+def test_module_remove_then_merge_replaces_key(tmp_path: Path) -> None:
+    path = tmp_path / "daemon.json"
+    old_proxies = {"http-proxy": "http://127.0.0.1:3128", "https-proxy": "http://127.0.0.1:3129"}
+    write_json(path, {**ADMIN_CONFIG, "proxies": old_proxies})
+    new_proxies = {"https-proxy": "http://127.0.0.1:3130"}
+    arguments = {"path": str(path), "config": {"proxies": new_proxies}, "remove": ["proxies"]}
+
+    rc, result = run_module_playbook(tmp_path, arguments)
+
+    assert rc == 0, f"run failed: {result}"
+    written = json.loads(path.read_text(encoding="utf-8"))
+    assert written["proxies"] == new_proxies, f"old proxy entries survived: {written}"
+    for key, value in ADMIN_CONFIG.items():
+        assert written[key] == value, f"{key} lost or changed: {written}"
+
+    rc, result = run_module_playbook(tmp_path, arguments)
+
+    assert rc == 0, f"second run failed: {result}"
+    assert result["changed"] is False, f"same removal and config changed the file again: {result}"
+
+
+def test_module_remove_missing_key_is_no_change(tmp_path: Path) -> None:
+    path = tmp_path / "daemon.json"
+    write_json(path, ADMIN_CONFIG)
+    before = path.read_bytes()
+
+    rc, result = run_module_playbook(
+        tmp_path, {"path": str(path), "config": {}, "remove": ["proxies"]}
+    )
+
+    assert rc == 0, f"run failed: {result}"
+    assert result["changed"] is False, f"removing an absent key reported a change: {result}"
+    assert path.read_bytes() == before, "file rewritten although nothing changed"

@@ -18,6 +18,14 @@ PREEXISTING_CONFIG: dict[str, Any] = {
 
 BACKUP_NAME = re.compile(r"^daemon\.json\.\d+\..+~$")
 
+# The values that converge.yml sets. docker_registry_mirrors replaces the
+# pre-existing registry-mirrors list.
+REGISTRY_MIRROR = "http://127.0.0.1:5998"
+HTTP_PROXY = "http://127.0.0.1:3128"
+HTTPS_PROXY = "http://lab:stand-in%40secret@127.0.0.1:3129"
+NO_PROXY = "localhost,127.0.0.0/8"
+PROXY_DROPIN = "/etc/systemd/system/docker.service.d/oneclick-proxy.conf"
+
 
 def engine_journal(host: Any) -> str:
     return str(host.run("journalctl --unit=docker.service --lines=20 --no-pager").stdout)
@@ -44,8 +52,25 @@ def test_daemon_json_keeps_preexisting_keys(host: Any) -> None:
     config = json.loads(host.file(DAEMON_JSON).content_string)
 
     for key, value in PREEXISTING_CONFIG.items():
+        if key == "registry-mirrors":
+            continue
         assert config.get(key) == value, f"{key} lost or changed in {DAEMON_JSON}: {config}"
     assert config.get("live-restore") is True, f"live-restore missing from {DAEMON_JSON}: {config}"
+
+
+def test_daemon_json_has_registry_mirrors(host: Any) -> None:
+    config = json.loads(host.file(DAEMON_JSON).content_string)
+
+    assert config.get("registry-mirrors") == [REGISTRY_MIRROR], (
+        f"registry-mirrors is not docker_registry_mirrors in {DAEMON_JSON}: {config}"
+    )
+
+
+def test_daemon_json_has_no_proxies_on_docker_20(host: Any) -> None:
+    config = json.loads(host.file(DAEMON_JSON).content_string)
+
+    # Docker 20.10 refuses to start with the "proxies" key, which came with Docker 23.
+    assert "proxies" not in config, f"proxies written for an engine older than 23: {config}"
 
 
 def test_daemon_json_owner_and_mode(host: Any) -> None:
@@ -68,5 +93,41 @@ def test_backup_holds_preexisting_config(host: Any) -> None:
 def test_engine_applies_merged_settings(host: Any) -> None:
     assert docker_info(host, "{{.LiveRestoreEnabled}}") == "true", "live-restore not in effect"
     mirrors = json.loads(docker_info(host, "{{json .RegistryConfig.Mirrors}}"))
-    assert mirrors == ["http://127.0.0.1:5999/"], f"pre-existing mirror not in effect: {mirrors}"
+    assert mirrors == [f"{REGISTRY_MIRROR}/"], f"registry mirror not in effect: {mirrors}"
     assert docker_info(host, "{{.CgroupDriver}}") == "cgroupfs", "exec-opts not in effect"
+
+
+def test_proxy_dropin_owner_and_mode(host: Any) -> None:
+    dropin = host.file(PROXY_DROPIN)
+
+    assert dropin.exists, f"{PROXY_DROPIN} is missing"
+    assert dropin.user == "root", f"{PROXY_DROPIN} is owned by {dropin.user}"
+    assert dropin.group == "root", f"{PROXY_DROPIN} has group {dropin.group}"
+    assert dropin.mode in (0o600, 0o640), f"{PROXY_DROPIN} has mode {oct(dropin.mode)}"
+
+
+def test_proxy_dropin_escapes_percent(host: Any) -> None:
+    content = host.file(PROXY_DROPIN).content_string
+
+    assert 'Environment="HTTPS_PROXY=http://lab:stand-in%%40secret@127.0.0.1:3129"' in content, (
+        f"HTTPS_PROXY missing or % not doubled for systemd in {PROXY_DROPIN}:\n{content}"
+    )
+
+
+def test_engine_environment_has_proxy(host: Any) -> None:
+    result = host.run("systemctl show docker.service --property=Environment --value")
+
+    assert result.rc == 0, f"systemctl show failed: {result.stderr}"
+    variables = result.stdout.split()
+    assert f"HTTP_PROXY={HTTP_PROXY}" in variables, f"HTTP_PROXY not set: {variables}"
+    assert f"HTTPS_PROXY={HTTPS_PROXY}" in variables, f"HTTPS_PROXY not set: {variables}"
+    assert f"NO_PROXY={NO_PROXY}" in variables, f"NO_PROXY not set: {variables}"
+
+
+def test_engine_applies_proxy(host: Any) -> None:
+    https_proxy = docker_info(host, "{{.HTTPSProxy}}")
+
+    assert docker_info(host, "{{.HTTPProxy}}") == HTTP_PROXY, "engine does not use HTTP_PROXY"
+    assert docker_info(host, "{{.NoProxy}}") == NO_PROXY, "engine does not use NO_PROXY"
+    assert https_proxy.endswith("@127.0.0.1:3129"), f"HTTPS_PROXY not in effect: {https_proxy}"
+    assert "stand-in" not in https_proxy, f"docker info shows the proxy password: {https_proxy}"

@@ -264,3 +264,38 @@ def test_relative_disk_path_rejected(tmp_path: Path) -> None:
 
     assert run.returncode == 2, f"expected exit code 2, got {run.returncode}: {run.stderr}"
     assert "preflight_disk_requirements" in json.dumps(result), f"variable not named: {result}"
+
+
+def test_unreachable_mirror_named(tmp_path: Path, busy_port: int) -> None:
+    # Nothing listens on closed_port in the instance, and busy_port responds to GET /v2/ with 404.
+    closed_port = 18099
+    closed = f"http://mirror-user:mirror-secret@127.0.0.1:{closed_port}/v2/"
+    reachable = f"http://127.0.0.1:{busy_port}/v2/"
+
+    run = run_preflight(
+        tmp_path,
+        {
+            "preflight_require_gpu": False,
+            "preflight_disk_requirements": SMALL_DISK,
+            "preflight_mirror_urls": [reachable, closed],
+            "preflight_mirror_timeout": 10,
+        },
+    )
+    message = run.failure_message
+    checks = run.task_result("preflight : Show what was checked")["oneclick_report"]["checks"]
+    mirror_checks = [line for line in checks if line.startswith("Mirrors:")]
+
+    assert run.returncode == 2, f"expected exit code 2, got {run.returncode}: {run.stderr}"
+    assert "1 problem(s)" in message, f"only the closed mirror should fail: {message}"
+    assert (
+        f"Mirror http://***@127.0.0.1:{closed_port}/v2/ is not reachable from {CONTAINER}: "
+        "connection refused (timeout 10 s)"
+    ) in message, message
+    assert "mirrors.registry" in message, f"the configuration key is missing: {message}"
+    assert reachable not in message, f"the reachable mirror is reported: {message}"
+    assert mirror_checks == [
+        f"Mirrors: 1 of 2 reachable within 10 s, not reachable: "
+        f"http://***@127.0.0.1:{closed_port}/v2/"
+    ], f"wrong mirror line in the report: {checks}"
+    output = json.dumps(run.output) + run.stderr
+    assert "mirror-secret" not in output, "the mirror password appears in the playbook output"

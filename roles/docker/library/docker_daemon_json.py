@@ -18,9 +18,9 @@ module: docker_daemon_json
 short_description: Merge settings into the Docker engine's daemon.json
 description:
   - Reads the existing C(daemon.json), merges O(config) into it and writes the result back.
-  - Keys that O(config) does not name keep their values and their order. A key whose old and new
-    values are both objects is merged recursively; any other key named in O(config) gets the new
-    value.
+  - Keys that neither O(config) nor O(remove) name keep their values and their order. A key
+    whose old and new values are both objects is merged recursively; any other key named in
+    O(config) gets the new value.
   - A missing or empty file counts as an empty object. When the merged result equals the existing
     content, the file is not rewritten, so hand-made formatting survives.
   - A file that is not valid JSON makes the module fail without touching it.
@@ -40,6 +40,15 @@ options:
       - Settings to merge into the file, with the key names that C(dockerd) documents.
     type: dict
     required: true
+  remove:
+    description:
+      - Top-level keys to delete from the file before O(config) is merged. A key that the file
+        does not have is ignored.
+      - Naming a key both here and in O(config) replaces its value whole instead of merging
+        into it, so entries left out of the new value disappear.
+    type: list
+    elements: str
+    default: []
   backup:
     description:
       - Keep a timestamped copy of the old file next to it when the content changes.
@@ -82,6 +91,14 @@ EXAMPLES = r"""
         nvidia:
           path: nvidia-container-runtime
           runtimeArgs: []
+
+- name: Replace the engine's proxy settings whole, dropping entries that are no longer set
+  docker_daemon_json:
+    remove:
+      - proxies
+    config:
+      proxies:
+        http-proxy: http://proxy.internal.example:3128
 """
 
 RETURN = r"""
@@ -177,6 +194,11 @@ def merge_config(base: DaemonConfig, changes: DaemonConfig) -> DaemonConfig:
     return merged
 
 
+def remove_keys(config: DaemonConfig, keys: list[str]) -> DaemonConfig:
+    """Return a copy of config without the given top-level keys, keeping the order of the rest."""
+    return {key: value for key, value in config.items() if key not in keys}
+
+
 def render_daemon_json(config: DaemonConfig) -> str:
     """Serialize config the way the module writes it: two-space indent, final newline."""
     return json.dumps(config, indent=2, ensure_ascii=False) + "\n"
@@ -241,6 +263,7 @@ def run_module() -> None:
         argument_spec={
             "path": {"type": "path", "default": "/etc/docker/daemon.json"},
             "config": {"type": "dict", "required": True},
+            "remove": {"type": "list", "elements": "str", "default": []},
             "backup": {"type": "bool", "default": False},
             "validate": {"type": "str"},
         },
@@ -260,7 +283,7 @@ def run_module() -> None:
     except DaemonJsonError as error:
         module.fail_json(msg=str(error), path=path)
 
-    merged = merge_config(existing, changes)
+    merged = merge_config(remove_keys(existing, module.params["remove"]), changes)
     result: dict[str, Any] = {
         "changed": merged != existing,
         "path": path,
