@@ -11,7 +11,7 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,68 @@ class CatalogError(OneclickError):
 
 class ModelNotInCatalogError(ConfigError):
     """The configured model or quantization is not in the catalogue."""
+
+
+class NoModelFitsError(ConfigError):
+    """No catalogue model can be picked for the GPUs found."""
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """vLLM settings that change how much GPU memory a model needs.
+
+    None keeps the default: the catalogue entry's max_model_len, vLLM's default
+    --gpu-memory-utilization, and a tensor parallel size over every usable GPU.
+    """
+
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int | None = None
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.max_model_len is not None and self.max_model_len < 1:
+            problems.append(
+                _("max_model_len is {value}, but it must be 1 or more.").format(
+                    value=self.max_model_len
+                )
+            )
+        utilization = self.gpu_memory_utilization
+        if utilization is not None and not 0.0 < utilization <= 1.0:
+            problems.append(
+                _(
+                    "gpu_memory_utilization is {value}, but it must be above 0 and at most 1."
+                ).format(value=utilization)
+            )
+        if self.tensor_parallel_size is not None and self.tensor_parallel_size < 1:
+            problems.append(
+                _("tensor_parallel_size is {value}, but it must be 1 or more.").format(
+                    value=self.tensor_parallel_size
+                )
+            )
+        if problems:
+            raise ConfigError(" ".join(problems), problems)
+
+    @classmethod
+    def from_role_vars(
+        cls, max_model_len: int, gpu_memory_utilization: float, tensor_parallel_size: int
+    ) -> ServingSettings:
+        """Build settings from role variables, where 0 means the default."""
+        return cls(
+            max_model_len=max_model_len or None,
+            gpu_memory_utilization=gpu_memory_utilization or None,
+            tensor_parallel_size=tensor_parallel_size or None,
+        )
+
+    def max_model_len_for(self, variant: ModelVariant) -> int:
+        return self.max_model_len or variant.max_model_len
+
+    @property
+    def utilization(self) -> float:
+        return self.gpu_memory_utilization or GPU_MEMORY_UTILIZATION
+
+
+DEFAULT_SETTINGS = ServingSettings()
 
 
 @dataclass(frozen=True)
@@ -89,10 +151,37 @@ class ModelVariant:
         """KV cache for one sequence of max_model_len tokens, in GB."""
         return self.kv_cache_bytes_per_token * self.max_model_len / 1e9
 
-    def memory_per_gpu_gb(self, tensor_parallel_size: int) -> float:
-        """GPU memory each of tensor_parallel_size GPUs needs, in GB."""
-        share = (self.weights_gb + self.kv_cache_gb) / tensor_parallel_size
-        return (share + OVERHEAD_PER_GPU_GB) / GPU_MEMORY_UTILIZATION
+    def memory_per_gpu_gb(
+        self,
+        tensor_parallel_size: int,
+        *,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float | None = None,
+    ) -> float:
+        """GPU memory each of tensor_parallel_size GPUs needs, in GB.
+
+        max_model_len and gpu_memory_utilization default to the catalogue's context length
+        and vLLM's default utilization.
+        """
+        length = max_model_len or self.max_model_len
+        kv_cache_gb = self.kv_cache_bytes_per_token * length / 1e9
+        share = (self.weights_gb + kv_cache_gb) / tensor_parallel_size
+        return (share + OVERHEAD_PER_GPU_GB) / (gpu_memory_utilization or GPU_MEMORY_UTILIZATION)
+
+    def min_total_memory_gb_for(self, settings: ServingSettings) -> float:
+        """GPU memory in total on min_gpus GPUs with settings, rounded up to 0.1 GB.
+
+        The catalogue's own figure is returned for the default settings, so the check reads
+        the documented number.
+        """
+        if settings.max_model_len is None and settings.gpu_memory_utilization is None:
+            return self.min_total_memory_gb
+        per_gpu = self.memory_per_gpu_gb(
+            self.min_gpus,
+            max_model_len=settings.max_model_len,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+        )
+        return math.ceil(round(per_gpu * self.min_gpus * 10, 6)) / 10
 
     def estimated_min_total_memory_gb(self) -> float:
         """Compute min_total_memory_gb from its formula, rounded up to 0.1 GB."""
@@ -131,6 +220,9 @@ class FitResult:
     tensor_parallel_size: int | None
     engine_args: tuple[str, ...]
     suggestion: FitResult | None = field(default=None)
+    settings: ServingSettings = field(default=DEFAULT_SETTINGS)
+    # Memory each GPU needs at tensor_parallel_size, in GB; None when it was not computed.
+    memory_per_gpu_gb: float | None = field(default=None)
 
     def summary(self) -> str:
         """Describe the verdict, the reasons and a suggestion in one paragraph for the operator."""
@@ -367,20 +459,26 @@ def _capability_reasons(variant: ModelVariant, gpus: Sequence[GpuSpec]) -> list[
 
 
 def _memory_reasons(
-    variant: ModelVariant, gpus: Sequence[GpuSpec], tensor_parallel_size: int | None
+    variant: ModelVariant,
+    gpus: Sequence[GpuSpec],
+    tensor_parallel_size: int | None,
+    settings: ServingSettings = DEFAULT_SETTINGS,
 ) -> list[str]:
     reasons: list[str] = []
+    length = settings.max_model_len_for(variant)
     total_gb = sum(gpu.memory_gb for gpu in gpus)
-    if total_gb < variant.min_total_memory_gb:
+    needed_total_gb = variant.min_total_memory_gb_for(settings)
+    if total_gb < needed_total_gb:
         reasons.append(
             _(
                 "It needs at least {needed:.0f} GB of GPU memory in total (weights {weights:.0f} "
-                "GB plus KV cache and overhead at --max-model-len {length}), but the GPUs have "
-                "{total:.0f} GB."
+                "GB plus KV cache and overhead at --max-model-len {length} and "
+                "--gpu-memory-utilization {utilization:.2f}), but the GPUs have {total:.0f} GB."
             ).format(
-                needed=variant.min_total_memory_gb,
+                needed=needed_total_gb,
                 weights=variant.weights_gb,
-                length=variant.max_model_len,
+                length=length,
+                utilization=settings.utilization,
                 total=total_gb,
             )
         )
@@ -390,14 +488,21 @@ def _memory_reasons(
         return reasons
 
     smallest = min(gpus, key=lambda gpu: gpu.memory_mib)
-    per_gpu = variant.memory_per_gpu_gb(tensor_parallel_size)
+    per_gpu = variant.memory_per_gpu_gb(
+        tensor_parallel_size,
+        max_model_len=length,
+        gpu_memory_utilization=settings.utilization,
+    )
     if per_gpu > smallest.memory_gb:
         reasons.append(
             _(
-                "Split across {size} GPU(s), each needs about {needed:.0f} GB, but {gpu} has "
-                "{actual:.0f} GB."
+                "Split across {size} GPU(s) at --max-model-len {length} and "
+                "--gpu-memory-utilization {utilization:.2f}, each needs about {needed:.0f} GB, "
+                "but {gpu} has {actual:.0f} GB."
             ).format(
                 size=tensor_parallel_size,
+                length=length,
+                utilization=settings.utilization,
                 needed=per_gpu,
                 gpu=smallest.name,
                 actual=smallest.memory_gb,
@@ -406,18 +511,48 @@ def _memory_reasons(
     return reasons
 
 
-def check_fit(variant: ModelVariant, gpus: Sequence[GpuSpec]) -> FitResult:
+def _configured_tensor_parallel_reasons(
+    variant: ModelVariant, size: int, gpu_count: int
+) -> list[str]:
+    reasons: list[str] = []
+    if size not in variant.tensor_parallel_sizes:
+        reasons.append(
+            _(
+                "Tensor parallel size {size} is not supported by this model, which supports "
+                "{sizes}."
+            ).format(
+                size=size,
+                sizes=", ".join(str(item) for item in variant.tensor_parallel_sizes),
+            )
+        )
+    if size > gpu_count:
+        reasons.append(
+            _("Tensor parallel size {size} needs {size} GPUs, but the host has {count}.").format(
+                size=size, count=gpu_count
+            )
+        )
+    return reasons
+
+
+def check_fit(
+    variant: ModelVariant, gpus: Sequence[GpuSpec], settings: ServingSettings | None = None
+) -> FitResult:
     """Decide whether variant can run on gpus with vLLM, and list every reason it cannot.
 
-    Memory is not checked when any GPU's memory is unknown (0), as on a host whose driver
-    is not installed yet. The result then carries a note instead of a reason.
+    settings contains the configured --max-model-len, --gpu-memory-utilization and tensor
+    parallel size; the defaults are the catalogue's. Memory is not checked when any GPU's
+    memory is unknown (0), as on a host whose driver is not installed yet. The result then
+    carries a note instead of a reason.
     """
+    settings = settings or DEFAULT_SETTINGS
     reasons: list[str] = []
     notes: list[str] = []
 
     if not gpus:
         reasons.append(_("No NVIDIA GPU was found."))
-        return FitResult(variant, False, tuple(reasons), (), None, variant.engine_args)
+        return FitResult(
+            variant, False, tuple(reasons), (), None, variant.engine_args, settings=settings
+        )
 
     count = len(gpus)
     if count < variant.min_gpus:
@@ -428,7 +563,10 @@ def check_fit(variant: ModelVariant, gpus: Sequence[GpuSpec]) -> FitResult:
         )
 
     tensor_parallel_size = _tensor_parallel_size(variant, count)
-    if tensor_parallel_size is None and count >= variant.min_gpus:
+    if settings.tensor_parallel_size is not None:
+        tensor_parallel_size = settings.tensor_parallel_size
+        reasons.extend(_configured_tensor_parallel_reasons(variant, tensor_parallel_size, count))
+    elif tensor_parallel_size is None and count >= variant.min_gpus:
         reasons.append(
             _("It supports tensor parallel sizes {sizes}, and the host has {count} GPU(s).").format(
                 sizes=", ".join(str(size) for size in variant.tensor_parallel_sizes), count=count
@@ -444,6 +582,7 @@ def check_fit(variant: ModelVariant, gpus: Sequence[GpuSpec]) -> FitResult:
             )
         )
 
+    memory_per_gpu_gb: float | None = None
     if any(gpu.memory_mib <= 0 for gpu in gpus):
         notes.append(
             _(
@@ -452,7 +591,13 @@ def check_fit(variant: ModelVariant, gpus: Sequence[GpuSpec]) -> FitResult:
             )
         )
     else:
-        reasons.extend(_memory_reasons(variant, gpus, tensor_parallel_size))
+        reasons.extend(_memory_reasons(variant, gpus, tensor_parallel_size, settings))
+        if tensor_parallel_size is not None:
+            memory_per_gpu_gb = variant.memory_per_gpu_gb(
+                tensor_parallel_size,
+                max_model_len=settings.max_model_len_for(variant),
+                gpu_memory_utilization=settings.utilization,
+            )
 
     known = [gpu.compute_capability for gpu in gpus if gpu.compute_capability is not None]
     lowest = min(known) if known else None
@@ -463,6 +608,8 @@ def check_fit(variant: ModelVariant, gpus: Sequence[GpuSpec]) -> FitResult:
         notes=tuple(notes),
         tensor_parallel_size=tensor_parallel_size,
         engine_args=variant.engine_args_for(lowest),
+        settings=settings,
+        memory_per_gpu_gb=memory_per_gpu_gb,
     )
 
 
@@ -474,11 +621,14 @@ def _preference(result: FitResult) -> tuple[float, float]:
 
 
 def suggest(
-    gpus: Sequence[GpuSpec], catalog: Sequence[ModelVariant] | None = None
+    gpus: Sequence[GpuSpec],
+    catalog: Sequence[ModelVariant] | None = None,
+    settings: ServingSettings | None = None,
 ) -> FitResult | None:
     """Pick the best entry that fits: the largest model, then the highest precision."""
     entries = catalog if catalog is not None else load_catalog()
-    fitting = [result for result in (check_fit(entry, gpus) for entry in entries) if result.fits]
+    results = (check_fit(entry, gpus, settings) for entry in entries)
+    fitting = [result for result in results if result.fits]
     if not fitting:
         return None
     return max(fitting, key=_preference)
@@ -489,21 +639,121 @@ def check_model(
     quantization: str,
     gpus: Sequence[GpuSpec],
     catalog: Sequence[ModelVariant] | None = None,
+    settings: ServingSettings | None = None,
 ) -> FitResult:
-    """Check a configured model; when it does not fit, attach the best one that does."""
+    """Check a configured model; when it does not fit, attach the best one that does.
+
+    The suggestion is looked for with the same settings, except that its tensor parallel
+    size is the one that fits it, because the configured size belongs to the configured model.
+    """
     entries = catalog if catalog is not None else load_catalog()
-    result = check_fit(find_variant(model_id, quantization, entries), gpus)
+    result = check_fit(find_variant(model_id, quantization, entries), gpus, settings)
     if result.fits:
         return result
 
-    suggestion = suggest(gpus, entries)
+    suggestion_settings = replace(settings or DEFAULT_SETTINGS, tensor_parallel_size=None)
+    suggestion = suggest(gpus, entries, suggestion_settings)
     logger.info("%s does not fit: %s", result.variant.label, "; ".join(result.reasons))
-    return FitResult(
-        variant=result.variant,
-        fits=False,
-        reasons=result.reasons,
-        notes=result.notes,
-        tensor_parallel_size=result.tensor_parallel_size,
-        engine_args=result.engine_args,
-        suggestion=suggestion,
+    return replace(result, suggestion=suggestion)
+
+
+def describe_gpus(gpus: Sequence[GpuSpec]) -> str:
+    """Summarise GPUs as "4x NVIDIA A100-SXM4-80GB (85.9 GB, compute capability 8.0)"."""
+    if not gpus:
+        return _("no NVIDIA GPU")
+
+    groups: dict[tuple[str, int, tuple[int, int] | None], int] = {}
+    for gpu in gpus:
+        key = (gpu.name, gpu.memory_mib, gpu.compute_capability)
+        groups[key] = groups.get(key, 0) + 1
+
+    parts: list[str] = []
+    for (name, memory_mib, capability), count in groups.items():
+        memory = (
+            _("{size:.1f} GB").format(size=memory_mib * MIB / 1e9)
+            if memory_mib > 0
+            else _("memory unknown")
+        )
+        compute = (
+            _("compute capability {value}").format(value=_format_capability(capability))
+            if capability is not None
+            else _("compute capability unknown")
+        )
+        parts.append(f"{count}x {name} ({memory}, {compute})")
+    return ", ".join(parts)
+
+
+def pick_model(
+    gpus: Sequence[GpuSpec],
+    settings: ServingSettings | None = None,
+    catalog: Sequence[ModelVariant] | None = None,
+) -> FitResult:
+    """Pick the catalogue model and quantization that best fit gpus, for model.id "auto".
+
+    Raises NoModelFitsError when there is no GPU, when the GPUs' memory is unknown (no
+    working driver yet), or when nothing fits. Each message names the GPUs that were seen.
+    """
+    seen = describe_gpus(gpus)
+    if not gpus:
+        raise NoModelFitsError(
+            _(
+                "No model can be picked because no NVIDIA GPU was found. Install on GPU "
+                "hardware, or set model.id in the appliance configuration."
+            )
+        )
+
+    # TODO: a host whose NVIDIA driver is not installed yet lists its GPUs from PCI only,
+    # without memory, so the pick fails there until the driver runs.
+    if any(gpu.memory_mib <= 0 for gpu in gpus):
+        raise NoModelFitsError(
+            _(
+                "No model can be picked because the memory of the GPUs is unknown until the "
+                "NVIDIA driver runs (found: {gpus}). Install the NVIDIA driver and run again, "
+                "or set model.id in the appliance configuration."
+            ).format(gpus=seen)
+        )
+
+    best = suggest(gpus, catalog, settings)
+    if best is None:
+        settings = settings or DEFAULT_SETTINGS
+        length = (
+            _(" and --max-model-len {length}").format(length=settings.max_model_len)
+            if settings.max_model_len is not None
+            else ""
+        )
+        raise NoModelFitsError(
+            _(
+                "No model in the catalogue fits the GPUs found ({gpus}) at "
+                "--gpu-memory-utilization {utilization:.2f}{length}. Lower model.max_model_len "
+                "or raise model.gpu_memory_utilization, or set model.id in the appliance "
+                "configuration."
+            ).format(gpus=seen, utilization=settings.utilization, length=length)
+        )
+    return best
+
+
+def explain_pick(result: FitResult, gpus: Sequence[GpuSpec]) -> str:
+    """Describe for the operator which model was picked for gpus, and why."""
+    variant = result.variant
+    text = _(
+        "Picked {model} (Hugging Face id {hf_id}) for {gpus}, {total:.0f} GB in total: the "
+        "largest model, then the highest precision, that fits. Its weights take {weights:.0f} "
+        "GB."
+    ).format(
+        model=variant.label,
+        hf_id=variant.hf_id,
+        gpus=describe_gpus(gpus),
+        total=sum(gpu.memory_gb for gpu in gpus),
+        weights=variant.weights_gb,
     )
+    if result.memory_per_gpu_gb is not None:
+        text += " " + _(
+            "At tensor parallel size {size}, --max-model-len {length} and "
+            "--gpu-memory-utilization {utilization:.2f} it needs about {per_gpu:.0f} GB per GPU."
+        ).format(
+            size=result.tensor_parallel_size,
+            length=result.settings.max_model_len_for(variant),
+            utilization=result.settings.utilization,
+            per_gpu=result.memory_per_gpu_gb,
+        )
+    return text

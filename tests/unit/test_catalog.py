@@ -217,8 +217,17 @@ A100_FACTS = [
 ]
 
 
-def test_plugin_skips_without_gpus() -> None:
+def test_plugin_unchecked_without_gpus() -> None:
     result = model_fit.evaluate([], "deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "")
+
+    assert result["checked"] is False, result
+    assert result["fits"] is True, "a missing GPU is reported by the GPU check, not here"
+    assert "No NVIDIA GPU was found" in result["notes"][0], result
+    assert result["model_facts"]["oneclick_model_tensor_parallel_size"] == 4, result
+
+
+def test_plugin_skips_unknown_model_without_gpus() -> None:
+    result = model_fit.evaluate([], "someone/unknown-model", "")
 
     assert result["skipped"] is True, result
     assert "No NVIDIA GPU was found" in result["skip_reason"], result
