@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SCENARIOS ?= preflight docker nvidia_driver inference nvidia_container_toolkit monitoring grafana
-PY_SOURCES := $(shell git ls-files --cached --others --exclude-standard 'oneclick/*.py')
+SCENARIOS ?= preflight docker nvidia_driver inference nvidia_container_toolkit monitoring grafana weights
+# The weights role's core shares its messages with `oneclick bundle build`.
+PY_SOURCES := $(shell git ls-files --cached --others --exclude-standard 'oneclick/*.py' 'roles/weights/module_utils/*.py')
 LOCALE := oneclick/locale
 
 .PHONY: test venv lab lint unit molecule e2e lab-up lab-down translations clean
@@ -38,7 +39,7 @@ molecule: venv lab
 	done
 
 e2e: venv lab
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests/e2e
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests/integration tests/e2e
 
 # A throwaway lab host with the whole appliance installed in it; prints the endpoint.
 lab-up: venv lab

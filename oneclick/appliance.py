@@ -33,6 +33,8 @@ class RunOptions:
     diff: bool = False
     verbosity: int = 0
     runs_dir: Path | None = None
+    # An offline bundle (already verified) to take packages, images and weights from.
+    bundle: Path | None = None
 
 
 def pinned_engine_image(assets: Assets) -> str:
@@ -73,12 +75,17 @@ def prepare(command: str, options: RunOptions) -> tuple[RunRequest, ApplianceCon
                 "{path}: inventory not found; pass an existing file or directory with --inventory"
             ).format(path=options.inventory)
         )
+    bundle = None
+    if options.bundle is not None:
+        from oneclick import offline  # noqa: PLC0415 (offline builds on this module)
+
+        bundle = offline.context(config, options.bundle)
     request = RunRequest(
         command=command,
         playbook=assets.playbook(PLAYBOOKS[command]),
         roles_path=assets.roles,
         inventory=inventory,
-        extravars=role_vars(config),
+        extravars=role_vars(config, bundle),
         secret_vars=secret_role_vars(config),
         effective_config=effective_config(config, assets),
         limit=options.limit,

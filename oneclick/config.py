@@ -13,7 +13,7 @@ import difflib
 import ipaddress
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -52,9 +52,14 @@ def _check_http_url(value: str) -> str:
     return value
 
 
+# model.id value that lets preflight pick the catalogue model that best fits the GPUs found.
+AUTO_MODEL = "auto"
+
+
 class ModelSection(_Section):
     """The model to serve and how the engine runs it."""
 
+    # "auto": the best-fitting model of oneclick's catalogue for the GPUs found.
     id: str = Field("deepseek-ai/DeepSeek-R1-Distill-Llama-70B", min_length=1)
     served_name: str = Field("deepseek-r1-distill-llama-70b", min_length=1, pattern=r"^\S+$")
     weights_path: str = "/srv/oneclick/models/DeepSeek-R1-Distill-Llama-70B"
@@ -222,6 +227,105 @@ class MonitoringSection(_Section):
         return value
 
 
+WeightsSourceName = Literal["auto", "present", "local", "url", "huggingface", "modelscope"]
+
+
+class WeightsSection(_Section):
+    """Where the model weights come from before the serving container starts."""
+
+    # auto: the bundle with `install --bundle`, else ModelScope under the
+    # china mirror preset, else Hugging Face. present: already in
+    # model.weights_path, only checked for completeness.
+    source: WeightsSourceName = "auto"
+    # A directory on the appliance (local) or the base URL of a directory
+    # that serves an oneclick-weights.json file list (url).
+    location: str | None = Field(None, min_length=1)
+    revision: str = Field("main", min_length=1, pattern=r"^\S+$")
+    # Hugging Face token for gated repositories.
+    token: SecretStr | None = None
+
+
+class ProxySection(_Section):
+    """An HTTP proxy for the Docker engine's pulls."""
+
+    http: str | None = Field(None, min_length=1)
+    https: str | None = Field(None, min_length=1)
+    no_proxy: str | None = Field(None, min_length=1)
+
+    @field_validator("http", "https")
+    @classmethod
+    def _proxy_is_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value)
+
+
+MirrorPreset = Literal["none", "china"]
+
+
+class MirrorsSection(_Section):
+    """Mirrors for networks that cannot reach the public services.
+
+    A preset fills in every key left out; a key that is set wins.
+    """
+
+    preset: MirrorPreset = "none"
+    # Base URL of a mirror site that carries the vendors' APT repositories
+    # (docker-ce, libnvidia-container, grafana) and the OS archive.
+    apt: str | None = None
+    # Docker Hub registry mirrors, written to daemon.json's registry-mirrors.
+    registry: list[str] | None = None
+    # PyPI index for the wheels of `oneclick bundle build`.
+    pypi: str | None = None
+    huggingface: str | None = None
+    modelscope: str | None = None
+    proxy: ProxySection = Field(default_factory=ProxySection)
+    # Seconds before an unreachable mirror fails the preflight check.
+    check_timeout: int = Field(10, ge=1, le=120)
+
+    @field_validator("apt", "pypi", "huggingface", "modelscope")
+    @classmethod
+    def _mirror_urls(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value)
+
+    @field_validator("registry")
+    @classmethod
+    def _registry_urls(cls, value: list[str] | None) -> list[str] | None:
+        for url in value or []:
+            _check_http_url(url)
+        return value
+
+
+# What `mirrors.preset: china` fills in. Public mirrors in mainland China that
+# carry what the appliance fetches; an operator with an internal mirror sets
+# the keys instead.
+CHINA_MIRRORS: dict[str, Any] = {
+    "apt": "https://mirrors.tuna.tsinghua.edu.cn",
+    "registry": ["https://docker.m.daocloud.io"],
+    "pypi": "https://pypi.tuna.tsinghua.edu.cn/simple",
+    "huggingface": "https://hf-mirror.com",
+    "modelscope": "https://www.modelscope.cn",
+}
+
+
+def effective_mirrors(mirrors: MirrorsSection) -> dict[str, Any]:
+    """Return the mirror URLs in effect: the keys set, then the preset's."""
+    preset = CHINA_MIRRORS if mirrors.preset == "china" else {}
+    return {
+        key: getattr(mirrors, key) if getattr(mirrors, key) is not None else preset.get(key)
+        for key in ("apt", "registry", "pypi", "huggingface", "modelscope")
+    }
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with the password of any ``user:password@`` part masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:{MASK}@{parts.hostname}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 class DiskSection(_Section):
     """Free space that preflight requires before installing."""
 
@@ -253,6 +357,8 @@ class ApplianceConfig(_Section):
     nvidia: NvidiaSection = Field(default_factory=NvidiaSection)
     monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
     disk: DiskSection = Field(default_factory=DiskSection)
+    weights: WeightsSection = Field(default_factory=WeightsSection)
+    mirrors: MirrorsSection = Field(default_factory=MirrorsSection)
     features: FeaturesSection = Field(default_factory=FeaturesSection)
 
 
@@ -303,6 +409,31 @@ def _cross_field_problems(data: dict[str, Any]) -> list[str]:
             problems.append(
                 _("sources.{name}.local_path: missing; mode 'local' needs it").format(name=name)
             )
+
+    weights = _raw_section(data, "weights")
+    weights_source = weights.get("source", "auto")
+    location = weights.get("location")
+    if weights_source in ("local", "url") and not location:
+        problems.append(
+            _("weights.location: missing; source '{source}' needs it").format(source=weights_source)
+        )
+    elif weights_source == "local" and isinstance(location, str) and location[:1] != "/":
+        problems.append(
+            _(
+                "weights.location: source 'local' needs an absolute path starting with '/' "
+                "(found {value})"
+            ).format(value=location)
+        )
+    elif (
+        weights_source == "url"
+        and isinstance(location, str)
+        and urlparse(location).scheme not in ("http", "https")
+    ):
+        problems.append(
+            _(
+                "weights.location: source 'url' needs an http:// or https:// URL (found {value})"
+            ).format(value=location)
+        )
     return problems
 
 
@@ -480,10 +611,21 @@ def masked(config: ApplianceConfig) -> dict[str, Any]:
     data["api"]["key"] = MASK if config.api.key is not None else None
     password = config.monitoring.grafana_admin_password
     data["monitoring"]["grafana_admin_password"] = MASK if password is not None else None
+    data["weights"]["token"] = MASK if config.weights.token is not None else None
+    proxy = data["mirrors"]["proxy"]
+    for key in ("http", "https"):
+        if proxy[key] is not None:
+            proxy[key] = mask_url(proxy[key])
     return data
 
 
 def secret_values(config: ApplianceConfig) -> list[str]:
     """Return the secret values in ``config``, for scrubbing run artifacts."""
-    secrets = [config.api.key, config.monitoring.grafana_admin_password]
-    return [secret.get_secret_value() for secret in secrets if secret is not None]
+    secrets = [config.api.key, config.monitoring.grafana_admin_password, config.weights.token]
+    values = [secret.get_secret_value() for secret in secrets if secret is not None]
+    proxy = config.mirrors.proxy
+    for url in (proxy.http, proxy.https):
+        password = urlsplit(url).password if url else None
+        if password:
+            values.append(password)
+    return values

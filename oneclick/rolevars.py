@@ -8,9 +8,17 @@ the run keeps.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from oneclick.config import ApplianceConfig, PackageRole, PackageSource
+from oneclick.config import (
+    AUTO_MODEL,
+    ApplianceConfig,
+    ImageSource,
+    PackageRole,
+    PackageSource,
+    effective_mirrors,
+)
 
 # Paths under a mirror base URL where mirrors of the vendors' APT
 # repositories keep them, as the public mirrors in mainland China lay them out.
@@ -64,12 +72,127 @@ def _package_source_vars(
     return variables
 
 
-def role_vars(config: ApplianceConfig) -> dict[str, Any]:
-    """Return the role variables for ``config``, without any secret."""
+# Sub-directories of an offline bundle (see oneclick/bundle.py).
+BUNDLE_PACKAGES_DIR = "packages"
+BUNDLE_IMAGES_DIR = "images"
+BUNDLE_WEIGHTS_DIR = "weights"
+
+# Where the weights of a model picked by preflight (model.id: auto) go.
+AUTO_WEIGHTS_PARENT = "/srv/oneclick/models"
+
+
+@dataclass(frozen=True)
+class BundleContext:
+    """An offline bundle an install takes everything from."""
+
+    # The bundle's directory, at the same path on the controller and on every host.
+    path: str
+    manifest_sha256: str
+    distribution: str
+    release: str
+
+
+def bundle_weights_dir(model_id: str) -> str:
+    """Return the directory, relative to a bundle, that holds ``model_id``'s weights."""
+    return f"{BUNDLE_WEIGHTS_DIR}/{model_id.replace('/', '__')}"
+
+
+def _model_vars(config: ApplianceConfig) -> dict[str, Any]:
+    """Return the model's variables; with model.id auto they follow preflight's pick."""
+    model = config.model
+    if model.id != AUTO_MODEL:
+        return {
+            "model_id": model.id,
+            "served_name": model.served_name,
+            "weights_path": model.weights_path,
+            "tensor_parallel_size": model.tensor_parallel_size,
+        }
+    chosen = model.model_fields_set
+    return {
+        "model_id": "{{ oneclick_model_id }}",
+        "served_name": (
+            model.served_name
+            if "served_name" in chosen
+            else "{{ oneclick_model_id | basename | lower }}"
+        ),
+        "weights_path": (
+            model.weights_path
+            if "weights_path" in chosen
+            else AUTO_WEIGHTS_PARENT + "/{{ oneclick_model_id | basename }}"
+        ),
+        "tensor_parallel_size": (
+            model.tensor_parallel_size
+            if "tensor_parallel_size" in chosen
+            else "{{ oneclick_model_tensor_parallel_size }}"
+        ),
+    }
+
+
+def _weights_vars(
+    config: ApplianceConfig, weights_path: str, model_id: str, bundle: BundleContext | None
+) -> dict[str, Any]:
+    weights = config.weights
+    mirrors = effective_mirrors(config.mirrors)
+    source: str = weights.source
+    if bundle is not None and source != "present":
+        # Everything comes from the bundle, which holds the weights it was built with.
+        source = "local"
+    elif source == "auto":
+        source = "modelscope" if config.mirrors.preset == "china" else "huggingface"
+    variables: dict[str, Any] = {
+        "weights_source": source,
+        "weights_path": weights_path,
+        "weights_model_id": model_id,
+        "weights_revision": weights.revision,
+    }
+    if source == "modelscope" and "revision" not in weights.model_fields_set:
+        # ModelScope repositories name their default branch master.
+        variables["weights_revision"] = "master"
+    if source == "local":
+        variables["weights_local_path"] = (
+            f"{bundle.path}/{bundle_weights_dir(config.model.id)}"
+            if bundle is not None
+            else weights.location
+        )
+    elif source == "url":
+        variables["weights_url"] = weights.location
+    elif source in ("huggingface", "modelscope"):
+        variables["weights_endpoint"] = mirrors[source] or ""
+    return variables
+
+
+def _mirror_check_urls(config: ApplianceConfig, weights_source: str, images_mode: str) -> list[str]:
+    """Return the mirrors the install reaches from the appliance, for preflight to probe."""
+    mirrors = effective_mirrors(config.mirrors)
+    urls: list[str] = []
+    if mirrors["apt"] and config.sources.packages.mode == "upstream":
+        urls.append(mirrors["apt"])
+    if images_mode == "upstream":
+        urls.extend(mirrors["registry"] or [])
+    if weights_source in ("huggingface", "modelscope") and mirrors[weights_source]:
+        urls.append(mirrors[weights_source])
+    return urls
+
+
+def role_vars(config: ApplianceConfig, bundle: BundleContext | None = None) -> dict[str, Any]:
+    """Return the role variables for ``config``, without any secret.
+
+    With ``bundle``, every role takes its packages, images and weights from
+    the offline bundle and nothing is fetched from a network.
+    """
     model = config.model
     api = config.api
     packages = config.sources.packages
     images = config.sources.images
+    mirrors = effective_mirrors(config.mirrors)
+    if bundle is not None:
+        packages = PackageSource(mode="local", local_path=f"{bundle.path}/{BUNDLE_PACKAGES_DIR}")
+        images = ImageSource(mode="local", local_path=f"{bundle.path}/{BUNDLE_IMAGES_DIR}")
+    elif packages.mode == "upstream" and mirrors["apt"]:
+        packages = PackageSource(mode="mirror", mirror_url=mirrors["apt"])
+    auto = model.id == AUTO_MODEL
+    chosen = _model_vars(config)
+    weights = _weights_vars(config, chosen["weights_path"], chosen["model_id"], bundle)
 
     variables: dict[str, Any] = {
         "oneclick_features": config.features.model_dump(),
@@ -77,19 +200,35 @@ def role_vars(config: ApplianceConfig) -> dict[str, Any]:
         "preflight_require_gpu": config.gpu.required,
         "preflight_gpu_count": config.gpu.count,
         "preflight_ports": [api.port],
-        "preflight_model_id": model.id if model.check_fit else "",
+        "preflight_model_auto": auto,
+        "preflight_model_id": "" if auto or not model.check_fit else model.id,
         "preflight_model_quantization": model.quantization or "",
+        "preflight_model_max_model_len": model.max_model_len,
+        "preflight_model_gpu_memory_utilization": model.gpu_memory_utilization,
+        "preflight_model_tensor_parallel_size": 0 if auto else model.tensor_parallel_size,
         "preflight_disk_requirements": [
             {"path": "/var/lib/docker", "min_free_gb": config.disk.docker_min_free_gb},
-            {"path": model.weights_path, "min_free_gb": config.disk.weights_min_free_gb},
+            {
+                "path": AUTO_WEIGHTS_PARENT if auto else model.weights_path,
+                "min_free_gb": config.disk.weights_min_free_gb,
+            },
         ],
+        "preflight_mirror_urls": (
+            []
+            if bundle is not None
+            else _mirror_check_urls(config, weights["weights_source"], images.mode)
+        ),
+        "preflight_mirror_timeout": config.mirrors.check_timeout,
         # docker
         "docker_daemon_config": config.docker.daemon_config,
+        "docker_registry_mirrors": mirrors["registry"] or [],
+        # weights
+        **weights,
         # inference
-        "inference_model_id": model.id,
-        "inference_served_model_name": model.served_name,
-        "inference_weights_path": model.weights_path,
-        "inference_tensor_parallel_size": model.tensor_parallel_size,
+        "inference_model_id": chosen["model_id"],
+        "inference_served_model_name": chosen["served_name"],
+        "inference_weights_path": chosen["weights_path"],
+        "inference_tensor_parallel_size": chosen["tensor_parallel_size"],
         "inference_max_model_len": model.max_model_len,
         "inference_gpu_memory_utilization": model.gpu_memory_utilization,
         "inference_extra_args": model.extra_args,
@@ -123,8 +262,19 @@ def role_vars(config: ApplianceConfig) -> dict[str, Any]:
     )
     if nvidia.driver_branch is not None:
         variables["nvidia_driver_branch"] = nvidia.driver_branch
+    if bundle is not None:
+        variables["inference_package_source"] = "local"
+        variables["inference_local_repo_path"] = packages.local_path
+        variables["preflight_bundle"] = {
+            "path": bundle.path,
+            "manifest_sha256": bundle.manifest_sha256,
+            "distribution": bundle.distribution,
+            "release": bundle.release,
+        }
     for role in PACKAGE_ROLES:
-        source = config.sources.package_overrides.get(role, packages)
+        source = (
+            packages if bundle is not None else config.sources.package_overrides.get(role, packages)
+        )
         variables.update(_package_source_vars(role, source, config))
 
     if config.engine.image is not None:
@@ -143,6 +293,13 @@ def role_vars(config: ApplianceConfig) -> dict[str, Any]:
 def secret_role_vars(config: ApplianceConfig) -> dict[str, Any]:
     """Return the role variables that hold secrets."""
     secrets: dict[str, Any] = {}
+    # Proxy URLs may carry a user name and password.
+    proxy = config.mirrors.proxy
+    for key, value in (("http", proxy.http), ("https", proxy.https), ("no", proxy.no_proxy)):
+        if value:
+            secrets[f"docker_{key}_proxy"] = value
+    if config.weights.token is not None:
+        secrets["weights_token"] = config.weights.token.get_secret_value()
     if config.api.key is not None:
         secrets["inference_api_key"] = config.api.key.get_secret_value()
     password = config.monitoring.grafana_admin_password

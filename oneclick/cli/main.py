@@ -14,7 +14,8 @@ from rich.table import Table
 
 from oneclick import __version__
 from oneclick.appliance import RunOptions, execute
-from oneclick.cli import config_commands
+from oneclick.bundle import read_manifest
+from oneclick.cli import bundle_commands, config_commands
 from oneclick.cli.common import (
     ExitCode,
     configure_logging,
@@ -44,6 +45,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(config_commands.app, name="config")
+app.add_typer(bundle_commands.app, name="bundle")
 
 
 def _print_version(value: bool) -> None:
@@ -189,6 +191,23 @@ def _run(
     return result
 
 
+def _verify_bundle(bundle: Path) -> None:
+    """Refuse a bundle that does not match its manifest, before any host is touched."""
+    with reported_errors():
+        read_manifest(bundle)
+        err_console.print(_("Verifying the bundle {path}").format(path=escape(str(bundle))))
+        report = bundle_commands.run_verify(bundle)
+    if not report.ok:
+        err_console.print(
+            _(
+                "[red]error:[/red] {path} does not match its manifest, so nothing was installed; "
+                "copy the bundle again or rebuild it"
+            ).format(path=escape(str(bundle)))
+        )
+        bundle_commands.print_verify_report(report)
+        raise typer.Exit(ExitCode.USAGE)
+
+
 def _exit_code(result: RunResult) -> int:
     if result.succeeded:
         return ExitCode.SUCCESS
@@ -211,6 +230,16 @@ def install(
     check: CheckOption = False,
     diff: DiffOption = False,
     as_json: JsonOption = False,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle",
+            help=_(
+                "Install from this offline bundle (see 'oneclick bundle build'), with no network "
+                "access. It must be at the same path on every host."
+            ),
+        ),
+    ] = None,
 ) -> None:
     """Install the appliance: preflight, Docker, the serving container and its endpoint."""
     options = RunOptions(
@@ -221,7 +250,10 @@ def install(
         check=check,
         diff=diff,
         verbosity=ctx.obj["verbose"],
+        bundle=bundle,
     )
+    if bundle is not None:
+        _verify_bundle(bundle)
     result = _run("install", options, as_json, _("The appliance is installed."))
     raise typer.Exit(_exit_code(result))
 

@@ -109,8 +109,12 @@ def owner(name: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def create(name: str) -> str:
-    """Start a fresh lab host named ``name`` and wait until systemd is up."""
+def create(name: str, network: str | None = None, mounts: tuple[str, ...] = ()) -> str:
+    """Start a fresh lab host named ``name`` and wait until systemd is up.
+
+    ``network`` "none" makes an air-gapped host; ``mounts`` are extra
+    ``-v`` specifications, such as an offline bundle at the same path.
+    """
     current = owner(name)
     if current is not None and current != LAB_OWNER:
         raise RuntimeError(
@@ -146,6 +150,10 @@ def create(name: str) -> str:
     ]
     for capability in CAPABILITIES:
         args += ["--cap-add", capability]
+    if network is not None:
+        args += ["--network", network]
+    for mount in mounts:
+        args += ["-v", mount]
     docker(*args, BASE_IMAGE, "/lib/systemd/systemd")
 
     deadline = time.monotonic() + 120
@@ -186,6 +194,22 @@ def archive_name(image: str) -> str:
     return "".join("_" if char in "/:@" else char for char in image) + ".tar"
 
 
+def write_test_weights(directory: Path) -> Path:
+    """Write a tiny stand-in model directory (a test fixture): the files a
+    real checkpoint has, one shard of a few bytes, which the stand-in engine
+    never reads."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shard = "model-00001-of-00001.safetensors"
+    (directory / "config.json").write_text(
+        json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}),
+        encoding="utf-8",
+    )
+    (directory / shard).write_bytes(b"oneclick lab stand-in weights\n" * 64)
+    index = {"metadata": {"total_size": 1984}, "weight_map": {"lm_head.weight": shard}}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index), encoding="utf-8")
+    return directory
+
+
 def stage_fixtures(name: str, work_dir: Path) -> None:
     """Copy the fixtures into the host: the serving stand-in image archive, small
     test weights, and a local APT repository of stand-in NVIDIA toolkit packages."""
@@ -201,10 +225,10 @@ def stage_fixtures(name: str, work_dir: Path) -> None:
     archive = work_dir / archive_name(STANDIN_IMAGE)
     if not archive.exists():
         docker("save", "-o", str(archive), STANDIN_IMAGE, timeout=600)
-    host_exec(name, f"mkdir -p {IMAGES_DIR} {WEIGHTS_DIR}")
+    host_exec(name, f"mkdir -p {IMAGES_DIR} {Path(WEIGHTS_DIR).parent}")
     docker("cp", str(archive), f"{name}:{IMAGES_DIR}/{archive.name}", timeout=600)
-    weights_config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
-    host_exec(name, f"cat > {WEIGHTS_DIR}/config.json <<'EOF'\n{json.dumps(weights_config)}\nEOF")
+    weights = write_test_weights(work_dir / "lab-model")
+    docker("cp", str(weights), f"{name}:{WEIGHTS_DIR}")
 
 
 def inventory(name: str) -> dict[str, Any]:
@@ -237,6 +261,8 @@ def lab_config(bind_address: str = "0.0.0.0", **engine: Any) -> dict[str, Any]:
         "gpu": {"required": False, "count": 1},
         "docker": {"daemon_config": {"live-restore": True}},
         "disk": {"docker_min_free_gb": 1, "weights_min_free_gb": 1},
+        # stage_fixtures puts the stand-in weights in place.
+        "weights": {"source": "present"},
         # NVIDIA's toolkit comes from stand-in packages (test fixtures) in a
         # local repository; Debian's driver packages from the Debian mirror.
         "sources": {

@@ -58,6 +58,13 @@ INVALID_CASES: dict[str, list[str]] = {
     "engine-env-not-strings": ["engine.env.NCCL_DEBUG", "expected text", "found 1"],
     "ready-timeout-negative": ["engine.ready_timeout", "at least 10", "-5"],
     "feature-not-bool": ["features.docker", "true or false", "'yes please'"],
+    "weights-local-without-location": ["weights.location", "missing", "'local'"],
+    "weights-url-not-http": ["weights.location", "http:// or https://", "ftp://files.example"],
+    "weights-source-unknown": ["weights.source", "'modelscope'", "'torrent'"],
+    "mirrors-preset-unknown": ["mirrors.preset", "'none' or 'china'", "'tsinghua'"],
+    "mirrors-registry-not-list": ["mirrors.registry", "expected a list", "docker.m.daocloud.io"],
+    "mirrors-proxy-not-url": ["mirrors.proxy.http", "http:// or https://", "proxy.example:3128"],
+    "mirrors-timeout-zero": ["mirrors.check_timeout", "at least 1", "found 0"],
 }
 
 
