@@ -115,3 +115,21 @@ def test_empty_proxy_removes_dropin(tmp_path: Path, proxy_restored: None) -> Non
     details = json.loads(info.stdout)
     assert details.get("HTTPProxy", "") == "", f"engine still uses HTTP_PROXY: {details}"
     assert details.get("HTTPSProxy", "") == "", "engine still uses HTTPS_PROXY"
+
+
+def test_merge_runs_under_configure_tag(tmp_path: Path) -> None:
+    # 3 is the engine's own default, so the extra key changes no behaviour.
+    role_vars = {
+        **CONVERGE_PROXY,
+        "docker_daemon_config": {"live-restore": True, "max-concurrent-downloads": 3},
+        "docker_registry_mirrors": ["http://127.0.0.1:5998"],
+    }
+
+    run = configure_with(tmp_path, role_vars)
+
+    assert run.returncode == 0, f"configure run failed:\n{run.stdout}\n{run.stderr}"
+    merged = json.loads(instance_exec("cat", "/etc/docker/daemon.json").stdout)
+    assert merged.get("max-concurrent-downloads") == 3, (
+        f"--tags docker_configure skipped the daemon.json merge: {merged}"
+    )
+    assert merged.get("live-restore") is True, merged
