@@ -84,6 +84,12 @@ class BundleError(OneclickError):
     """A bundle cannot be built, read or verified."""
 
 
+class BundleInputError(BundleError):
+    """A command-line input names no valid target or bundle directory; nothing was run."""
+
+    exit_code = 2
+
+
 # Targets
 
 
@@ -126,7 +132,7 @@ def target_for(name: str) -> Target:
     try:
         return TARGETS[name]
     except KeyError:
-        raise BundleError(
+        raise BundleInputError(
             _("unknown bundle target {name}; valid targets: {names}").format(
                 name=name, names=", ".join(sorted(TARGETS))
             )
@@ -285,9 +291,15 @@ def _parse_manifest(text: bytes, source: Path) -> Manifest:
 def read_manifest(bundle_dir: Path) -> Manifest:
     """Read and check the manifest of the bundle in ``bundle_dir``."""
     path = bundle_dir / MANIFEST_NAME
-    if not bundle_dir.is_dir():
-        raise BundleError(
+    if not bundle_dir.exists():
+        raise BundleInputError(
             _("{dir}: no such directory; pass the path of a bundle directory").format(
+                dir=bundle_dir
+            )
+        )
+    if not bundle_dir.is_dir():
+        raise BundleInputError(
+            _("{dir} is not a directory; pass the path of a bundle directory").format(
                 dir=bundle_dir
             )
         )
@@ -913,23 +925,51 @@ def _write_if_changed(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-def _build_packages(
-    plan: BundlePlan, out_dir: Path, docker: str, report: Callable[[BuildEvent], None]
-) -> dict[str, str]:
-    """Download the closure of the plan's packages into packages/ and index it."""
-    packages_dir = out_dir / PACKAGES_DIR
-    packages_dir.mkdir(parents=True, exist_ok=True)
-    for name in plan.packages:
-        if not _PACKAGE_SPEC.match(name):
-            raise BundleError(_("invalid package name: {name}").format(name=name))
-    for repository in plan.local_repositories:
-        if not (repository / "Packages").is_file():
-            raise BundleError(
-                _("{path} is not a flat APT repository: it has no Packages index").format(
-                    path=repository
-                )
-            )
+def _indexed_files(index_text: str) -> set[str]:
+    """Return the file names that a flat Packages index lists."""
+    names: set[str] = set()
+    for line in index_text.splitlines():
+        if line.startswith("Filename:"):
+            names.add(line.split(":", 1)[1].strip().removeprefix("./"))
+    return names
 
+
+def _prune_packages(packages_dir: Path, previous_files: Mapping[str, Any]) -> list[str]:
+    """Delete what a build must not reuse from packages/, and return the names deleted.
+
+    Apt takes a cached .deb of the right size as downloaded without checking
+    its hash, so a package that differs from the previous manifest is deleted
+    and downloaded again. Files that are neither packages nor the index are
+    deleted too, so that the manifest never adopts them.
+    """
+    deleted: list[str] = []
+    for path in sorted(packages_dir.iterdir()):
+        name = f"{PACKAGES_DIR}/{path.name}"
+        if path.name in ("Packages", "Packages.gz"):
+            continue
+        if not path.is_file() or path.suffix != ".deb":
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+                deleted.append(name)
+            continue
+        old = previous_files.get(name)
+        if not isinstance(old, dict):
+            continue
+        stat = path.stat()
+        unchanged = old.get("size") == stat.st_size and old.get("mtime_ns") == stat.st_mtime_ns
+        if unchanged or (
+            old.get("size") == stat.st_size and _sha256_file(path) == old.get("sha256")
+        ):
+            continue
+        path.unlink()
+        deleted.append(name)
+    return deleted
+
+
+def _resolve_packages(
+    plan: BundlePlan, packages_dir: Path, docker: str, report: Callable[[BuildEvent], None]
+) -> bytes:
+    """Download the closure into packages_dir in a resolver container; return the index."""
     report(
         BuildEvent(
             "packages",
@@ -980,7 +1020,56 @@ def _build_packages(
         finally:
             # A timed-out `docker run` client leaves its container running.
             subprocess.run([docker, "rm", "-f", name], capture_output=True, check=False, timeout=60)
-        index_text = (work_dir / "Packages").read_bytes()
+        return (work_dir / "Packages").read_bytes()
+
+
+def _build_packages(
+    plan: BundlePlan,
+    out_dir: Path,
+    docker: str,
+    report: Callable[[BuildEvent], None],
+    previous_files: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """Download the closure of the plan's packages into packages/ and index it."""
+    packages_dir = out_dir / PACKAGES_DIR
+    packages_dir.mkdir(parents=True, exist_ok=True)
+    for name in plan.packages:
+        if not _PACKAGE_SPEC.match(name):
+            raise BundleError(_("invalid package name: {name}").format(name=name))
+    for repository in plan.local_repositories:
+        if not (repository / "Packages").is_file():
+            raise BundleError(
+                _("{path} is not a flat APT repository: it has no Packages index").format(
+                    path=repository
+                )
+            )
+
+    for name in _prune_packages(packages_dir, previous_files or {}):
+        logger.warning("deleted %s: it differs from the previous build or is not a package", name)
+    index_text = _resolve_packages(plan, packages_dir, docker, report)
+    unreadable = sorted(
+        path.name
+        for path in packages_dir.glob("*.deb")
+        if path.name not in _indexed_files(index_text.decode("utf-8"))
+    )
+    if unreadable:
+        # apt-ftparchive leaves out a .deb it cannot read, so it is fetched again once.
+        for name in unreadable:
+            logger.warning("deleted %s/%s: the package index could not read it", PACKAGES_DIR, name)
+            (packages_dir / name).unlink()
+        index_text = _resolve_packages(plan, packages_dir, docker, report)
+        unreadable = sorted(
+            path.name
+            for path in packages_dir.glob("*.deb")
+            if path.name not in _indexed_files(index_text.decode("utf-8"))
+        )
+        if unreadable:
+            raise BundleError(
+                _(
+                    "the package index leaves out {names}, which are not readable packages; "
+                    "delete them and build again"
+                ).format(names=", ".join(unreadable))
+            )
 
     _write_if_changed(packages_dir / "Packages", index_text)
     # mtime=0 keeps Packages.gz byte-identical when the index is unchanged.
@@ -1305,12 +1394,20 @@ def build(
     only when every step succeeded.
     """
     report = _report(progress)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BundleInputError(
+            _("{path} exists and is not a directory; pass a new or existing directory").format(
+                path=out_dir
+            )
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = _load_previous_manifest(out_dir)
     components: dict[str, Any] = {"packages": {}, "images": {}, "weights": {}, "wheels": {}}
 
     if plan.packages:
-        components["packages"] = _build_packages(plan, out_dir, docker, report)
+        components["packages"] = _build_packages(
+            plan, out_dir, docker, report, previous.get("files", {})
+        )
     if plan.images:
         components["images"] = _build_images(plan, out_dir, previous, docker, pull, report)
     if plan.weights is not None:

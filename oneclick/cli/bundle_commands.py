@@ -21,7 +21,7 @@ from rich.progress import (
 from oneclick import bundle as bundle_module
 from oneclick import config as config_module
 from oneclick import offline
-from oneclick.bundle import BuildEvent, VerifyReport
+from oneclick.bundle import BuildEvent, BundleError, VerifyReport
 from oneclick.cli.common import ExitCode, console, err_console, reported_errors
 from oneclick.cli.localized import LocalizedCommand, LocalizedGroup
 from oneclick.i18n import _
@@ -75,7 +75,10 @@ class _BuildDisplay:
 
     def __call__(self, event: BuildEvent) -> None:
         line = f"[{event.step}] {event.message}"
-        if line != self._last:
+        # Counted events (a file hashed, bytes of a weights file) would print a
+        # line each, so only their completion is printed; the bar shows the rest.
+        finished = event.done >= event.total and event.step != "manifest"
+        if line != self._last and (event.total == 0 or finished):
             self._progress.console.print(escape(line), soft_wrap=True)
             self._last = line
         if event.total > 0 and err_console.is_terminal:
@@ -166,13 +169,20 @@ def build(
             wheels=wheels,
         )
         pypi = config_module.effective_mirrors(appliance.mirrors)["pypi"]
-        with _BuildDisplay() as display:
-            manifest = bundle_module.build(
-                plan, output, progress=display, pull=pull, pip_index_url=pypi
-            )
-            if archive is not None:
-                display(BuildEvent(step="archive", message=str(archive)))
-                bundle_module.write_archive(output, archive)
+        try:
+            with _BuildDisplay() as display:
+                manifest = bundle_module.build(
+                    plan, output, progress=display, pull=pull, pip_index_url=pypi
+                )
+                if archive is not None:
+                    display(BuildEvent(step="archive", message=str(archive)))
+                    bundle_module.write_archive(output, archive)
+        except OSError as error:
+            raise BundleError(
+                _("cannot write the bundle in {path}: {error}").format(
+                    path=output, error=error.strerror or error
+                )
+            ) from None
     files = manifest.files
     size = sum(int(entry["size"]) for entry in files.values())
     console.print(
@@ -181,8 +191,13 @@ def build(
         )
     )
     console.print(
-        _("Copy it to the appliance, then run: oneclick install --bundle {path}").format(
-            path=escape(str(output.resolve()))
+        _(
+            "Copy it to the appliance, check it with 'oneclick bundle verify {path}', install "
+            "the CLI from its wheels as the README's air-gapped section shows, then run: "
+            "oneclick install -c {config} --bundle {path}"
+        ).format(
+            path=escape(str(output.resolve())),
+            config=escape(str(config)) if config is not None else "appliance.yml",
         )
     )
 

@@ -748,3 +748,35 @@ def test_build_keeps_mtimes_of_unchanged_files(tmp_path: Path) -> None:
     for path, mtime in before.items():
         if path.name != MANIFEST_NAME:
             assert path.stat().st_mtime_ns == mtime, f"{path} was rewritten"
+
+
+def test_prune_deletes_changed_and_stray_files(tmp_path: Path) -> None:
+    populate(tmp_path)
+    manifest = bundle.build(make_plan(), tmp_path)
+    packages = tmp_path / "packages"
+    good = packages / "good_1.0_amd64.deb"
+    good.write_bytes(b"good")
+    # Same size, other bytes, new mtime: a damaged copy apt would take as downloaded.
+    (packages / "a_1.0_amd64.deb").write_bytes(b"package b" * 100)
+    (packages / "notes.txt").write_text("operator notes", encoding="utf-8")
+
+    deleted = bundle._prune_packages(packages, manifest.files)
+
+    assert deleted == ["packages/a_1.0_amd64.deb", "packages/notes.txt"], deleted
+    assert good.exists(), "a package the previous build did not record is kept"
+    assert (packages / "Packages").exists(), "the index is kept"
+
+
+def test_prune_keeps_unchanged_packages(tmp_path: Path) -> None:
+    populate(tmp_path)
+    manifest = bundle.build(make_plan(), tmp_path)
+
+    deleted = bundle._prune_packages(tmp_path / "packages", manifest.files)
+
+    assert deleted == [], deleted
+    assert (tmp_path / "packages" / "a_1.0_amd64.deb").exists()
+
+
+def test_indexed_files_reads_filenames() -> None:
+    index = "Package: a\nFilename: ./a_1.0_amd64.deb\n\nPackage: b\nFilename: b_2_all.deb\n"
+    assert bundle._indexed_files(index) == {"a_1.0_amd64.deb", "b_2_all.deb"}

@@ -78,6 +78,12 @@ def test_verify_json(tmp_path: Path) -> None:
     assert data["missing"] == ["packages/a_1.0_amd64.deb"]
 
 
+def test_verify_missing_directory(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["bundle", "verify", str(tmp_path / "nope")])
+    assert result.exit_code == 2, result.output
+    assert "no such directory" in result.output
+
+
 def test_verify_without_manifest(tmp_path: Path) -> None:
     result = runner.invoke(app, ["bundle", "verify", str(tmp_path)])
     assert result.exit_code == 1, result.output
@@ -112,9 +118,35 @@ def test_build_rejects_unknown_target(tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["bundle", "build", "-o", str(tmp_path / "out"), "--target", "centos-7"]
     )
-    assert result.exit_code != 0, result.output
+    assert result.exit_code == 2, result.output
     assert "centos-7" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_build_rejects_output_file(tmp_path: Path) -> None:
+    output = tmp_path / "afile"
+    output.write_text("keep me", encoding="utf-8")
+    result = runner.invoke(
+        app, ["bundle", "build", "-o", str(output), "--no-weights", "--no-wheels"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "exists and is not a directory" in result.output
+    assert output.read_text(encoding="utf-8") == "keep me"
+
+
+def test_verify_rejects_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "afile"
+    path.write_text("", encoding="utf-8")
+    result = runner.invoke(app, ["bundle", "verify", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "is not a directory" in result.output
+
+
+def test_install_rejects_missing_bundle(tmp_path: Path, runs_dir: Path) -> None:
+    result = runner.invoke(app, ["install", "--bundle", str(tmp_path / "nope")])
+    assert result.exit_code == 2, result.output
+    assert "no such directory" in result.output
+    assert not runs_dir.exists()
 
 
 def test_build_rejects_auto_model(tmp_path: Path) -> None:
