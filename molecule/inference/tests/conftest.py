@@ -7,22 +7,19 @@ Every run's output is searched for the API key.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests" / "lab"))
+
+from lab_playbook import PlaybookRun, run_playbook
+
 SCENARIO_DIR = Path(__file__).resolve().parents[1]
-REPO_ROOT = SCENARIO_DIR.parents[1]
 PLAYBOOK = SCENARIO_DIR / "run_role.yml"
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 KEY_FILE = "/etc/oneclick/api-key"
 PLAYBOOK_TIMEOUT_S = 300
 
@@ -39,13 +36,6 @@ CONVERGE_VARS: dict[str, Any] = {
 }
 
 
-@dataclass
-class PlaybookRun:
-    returncode: int
-    output: str
-    elapsed_s: float
-
-
 RunRole = Callable[..., PlaybookRun]
 
 
@@ -59,42 +49,19 @@ def api_key(host: Any) -> str:
 @pytest.fixture
 def run_role(host: Any, api_key: str, tmp_path: Path) -> Iterator[RunRole]:
     """Return a function that runs the role with extra vars and checks the key stays hidden."""
-    inventory = tmp_path / "inventory.ini"
-    inventory.write_text(
-        f"{host.backend.host} ansible_connection=community.docker.docker "
-        "ansible_python_interpreter=/usr/bin/python3\n"
-    )
-    env = {key: value for key, value in os.environ.items() if key != "ANSIBLE_CONFIG"}
-    env.update(
-        {
-            "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "false",
-            "ANSIBLE_RETRY_FILES_ENABLED": "false",
-            "ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml",
-        }
-    )
 
     def run(overrides: dict[str, Any], secrets: tuple[str, ...] = ()) -> PlaybookRun:
-        extra_vars = tmp_path / "extra-vars.json"
-        extra_vars.write_text(json.dumps({**CONVERGE_VARS, **overrides}))
-        command = [str(ANSIBLE_PLAYBOOK), "-vv", "-i", str(inventory), str(PLAYBOOK)]
-        command += ["--extra-vars", f"@{extra_vars}"]
-        started = time.monotonic()
-        result = subprocess.run(
-            command,
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=PLAYBOOK_TIMEOUT_S,
-            check=False,
+        result = run_playbook(
+            host.backend.host,
+            PLAYBOOK,
+            {**CONVERGE_VARS, **overrides},
+            tmp_path,
+            verbosity=2,
+            timeout_s=PLAYBOOK_TIMEOUT_S,
         )
-        elapsed = time.monotonic() - started
-        assert api_key not in result.stdout, "the API key appears in the ansible-playbook output"
+        assert api_key not in result.output, "the API key appears in the ansible-playbook output"
         for secret in secrets:
-            assert secret not in result.stdout, "a secret appears in the ansible-playbook output"
-        return PlaybookRun(result.returncode, result.stdout, elapsed)
+            assert secret not in result.output, "a secret appears in the ansible-playbook output"
+        return result
 
     yield run

@@ -8,20 +8,20 @@ listens on the host's loopback only.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests" / "lab"))
+
+from lab_playbook import PlaybookRun
+from lab_playbook import run_playbook as run_scenario_playbook
+
 SCENARIO_DIR = Path(__file__).resolve().parents[1]
-REPO_ROOT = SCENARIO_DIR.parents[1]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 PLAYBOOK_TIMEOUT_S = 300
 
 PROMETHEUS = "http://127.0.0.1:9090"
@@ -107,13 +107,6 @@ def received_by_alertmanager(host: Any, alertname: str) -> dict[str, Any] | None
     return None
 
 
-@dataclass
-class PlaybookRun:
-    returncode: int
-    output: str
-    elapsed_s: float
-
-
 RunRole = Callable[[dict[str, Any]], PlaybookRun]
 RunPlaybook = Callable[[str, dict[str, Any]], PlaybookRun]
 
@@ -122,39 +115,15 @@ RunPlaybook = Callable[[str, dict[str, Any]], PlaybookRun]
 def run_playbook(host: Any, tmp_path: Path) -> Iterator[RunPlaybook]:
     """Return a function that runs a playbook of this scenario with the converge settings
     plus overrides."""
-    inventory = tmp_path / "inventory.ini"
-    inventory.write_text(
-        f"{host.backend.host} ansible_connection=community.docker.docker "
-        "ansible_python_interpreter=/usr/bin/python3\n"
-    )
-    env = {key: value for key, value in os.environ.items() if key != "ANSIBLE_CONFIG"}
-    env.update(
-        {
-            "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "false",
-            "ANSIBLE_RETRY_FILES_ENABLED": "false",
-            "ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml",
-        }
-    )
 
     def run(playbook: str, overrides: dict[str, Any]) -> PlaybookRun:
-        extra_vars = tmp_path / "extra-vars.json"
-        extra_vars.write_text(json.dumps({**CONVERGE_VARS, **overrides}))
-        command = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(SCENARIO_DIR / playbook)]
-        command += ["--extra-vars", f"@{extra_vars}"]
-        started = time.monotonic()
-        result = subprocess.run(
-            command,
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=PLAYBOOK_TIMEOUT_S,
-            check=False,
+        return run_scenario_playbook(
+            host.backend.host,
+            SCENARIO_DIR / playbook,
+            {**CONVERGE_VARS, **overrides},
+            tmp_path,
+            timeout_s=PLAYBOOK_TIMEOUT_S,
         )
-        return PlaybookRun(result.returncode, result.stdout, time.monotonic() - started)
 
     yield run
 
