@@ -244,19 +244,27 @@ def test_offline_host_serves(offline: OfflineLab, installed: object) -> None:
 
 
 def test_offline_status_ready(offline: OfflineLab, installed: object) -> None:
-    result = oneclick(
-        offline.work,
-        "status",
-        "-i",
-        str(offline.inventory),
-        "-c",
-        str(offline.config),
-        "--json",
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout)["reports"][offline.name]
+    # Prometheus reports a target as unknown until its first scrape, which can
+    # come after the install returns, so status is asked again for a while.
+    deadline = time.monotonic() + 120
+    while True:
+        result = oneclick(
+            offline.work,
+            "status",
+            "-i",
+            str(offline.inventory),
+            "-c",
+            str(offline.config),
+            "--json",
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        report = json.loads(result.stdout)["reports"][offline.name]
+        node = report["monitoring"]["targets"].get("node")
+        if node != "unknown" or time.monotonic() > deadline:
+            break
+        time.sleep(5)
     assert report["endpoint"]["ready"] is True
-    assert report["monitoring"]["targets"]["node"] == "up", report["monitoring"]
+    assert node == "up", report["monitoring"]
 
 
 def test_second_offline_install_changes_nothing(offline: OfflineLab, installed: object) -> None:
