@@ -231,7 +231,7 @@ WeightsSourceName = Literal["auto", "present", "local", "url", "huggingface", "m
 
 
 class WeightsSection(_Section):
-    """Where the model weights come from before the serving container starts."""
+    """Source of the model weights, staged before the serving container starts."""
 
     # auto: the bundle with `install --bundle`, else ModelScope under the
     # china mirror preset, else Hugging Face. present: already in
@@ -294,9 +294,9 @@ class MirrorsSection(_Section):
         return value
 
 
-# What `mirrors.preset: china` fills in. Public mirrors in mainland China that
-# carry what the appliance fetches; an operator with an internal mirror sets
-# the keys instead.
+# Values that `mirrors.preset: china` fills in: public mirrors in mainland
+# China that carry what the appliance fetches. An operator with an internal
+# mirror sets the keys instead.
 CHINA_MIRRORS: dict[str, Any] = {
     "apt": "https://mirrors.tuna.tsinghua.edu.cn",
     "registry": ["https://docker.m.daocloud.io"],

@@ -125,7 +125,7 @@ def stage_weights(
 
 
 def verify_weights(dest: Path) -> WeightsResult:
-    """Check that dest holds a complete model, without changing anything in it.
+    """Check that dest contains a complete model, without changing anything in it.
 
     Raises WeightsError naming the missing or partial files. ``changed`` in the result tells
     whether the marker file .oneclick-weights.json is missing or out of date.

@@ -76,7 +76,7 @@ class _BuildDisplay:
     def __call__(self, event: BuildEvent) -> None:
         line = f"[{event.step}] {event.message}"
         # Counted events (a file hashed, bytes of a weights file) would print a
-        # line each, so only their completion is printed; the bar shows the rest.
+        # line each. So only their completion is printed, and the bar shows the rest.
         finished = event.done >= event.total and event.step != "manifest"
         if line != self._last and (event.total == 0 or finished):
             self._progress.console.print(escape(line), soft_wrap=True)
