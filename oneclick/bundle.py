@@ -48,19 +48,21 @@ from packaging.utils import parse_wheel_filename
 
 from oneclick import __version__
 from oneclick.assets import find_assets
+from oneclick.bundle_layout import (
+    IMAGES_DIR,
+    MANIFEST_NAME,
+    PACKAGES_DIR,
+    WEIGHTS_DIR,
+    WHEELS_DIR,
+    weights_dir_name,
+)
 from oneclick.errors import OneclickError
 from oneclick.i18n import _
 from oneclick.weights import WeightsError, stage_weights
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
 BUNDLE_FORMAT = 1
-
-PACKAGES_DIR = "packages"
-IMAGES_DIR = "images"
-WEIGHTS_DIR = "weights"
-WHEELS_DIR = "wheels"
 
 # The manifest of the previous build is moved here while a build runs, so
 # that an interrupted build leaves no manifest.json that claims completeness
@@ -709,11 +711,6 @@ def role_packages(
 def image_archive_name(reference: str) -> str:
     """Return the file name the roles look for: the reference with / : @ as _, plus .tar."""
     return re.sub(r"[/:@]", "_", reference) + ".tar"
-
-
-def weights_dir_name(model_id: str) -> str:
-    """Return the directory name of a model's weights: the model ID with / as __."""
-    return model_id.replace("/", "__")
 
 
 # Build

@@ -17,6 +17,7 @@ from oneclick import bundle as bundle_module
 from oneclick.appliance import effective_config, pinned_engine_image
 from oneclick.assets import Assets, find_assets
 from oneclick.bundle import AptRepository, BundlePlan, Target, WeightsPlan
+from oneclick.bundle_layout import weights_dir
 from oneclick.config import AUTO_MODEL, ApplianceConfig, effective_mirrors
 from oneclick.errors import AssetsNotFoundError, ConfigError
 from oneclick.i18n import _
@@ -25,8 +26,8 @@ from oneclick.rolevars import (
     GRAFANA_MIRROR_SUBPATH,
     TOOLKIT_MIRROR_SUBPATH,
     BundleContext,
-    bundle_weights_dir,
     role_vars,
+    weights_fetch,
 )
 
 # Images that resolve packages for each target when the operator names none;
@@ -131,28 +132,20 @@ def _local_repositories(config: ApplianceConfig) -> tuple[Path, ...]:
 
 
 def _weights_plan(config: ApplianceConfig) -> WeightsPlan:
-    weights = config.weights
-    mirrors = effective_mirrors(config.mirrors)
-    source: str = weights.source
-    location = weights.location or ""
-    if source == "auto":
-        source = "modelscope" if config.mirrors.preset == "china" else "huggingface"
-    elif source == "present":
+    fetch = weights_fetch(config, effective_mirrors(config.mirrors))
+    source = fetch.source
+    location = config.weights.location or ""
+    if source == "present":
         # Weights already on this machine, at the path the appliance uses.
         source, location = "local", config.model.weights_path
-    endpoint = mirrors[source] if source in ("huggingface", "modelscope") else None
-    token = weights.token.get_secret_value() if weights.token is not None else ""
-    revision = weights.revision
-    if source == "modelscope" and "revision" not in weights.model_fields_set:
-        # ModelScope repositories name their default branch master.
-        revision = "master"
+    token = config.weights.token
     return WeightsPlan(
         source=source,
         model_id=config.model.id,
         location=location,
-        revision=revision,
-        endpoint=endpoint or "",
-        token=token,
+        revision=fetch.revision,
+        endpoint=fetch.endpoint,
+        token=token.get_secret_value() if token is not None else "",
     )
 
 
@@ -221,8 +214,8 @@ def context(config: ApplianceConfig, bundle_dir: Path) -> BundleContext:
                     .get("model_id", "-")
                 )
             )
-        weights_dir = bundle_weights_dir(config.model.id)
-        if not any(name.startswith(weights_dir + "/") for name in manifest.files):
+        model_dir = weights_dir(config.model.id)
+        if not any(name.startswith(model_dir + "/") for name in manifest.files):
             raise ConfigError(
                 _(
                     "{path} holds no weights for {model}; build the bundle with this "

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from oneclick.bundle_layout import IMAGES_DIR, PACKAGES_DIR, weights_dir
 from oneclick.config import (
     AUTO_MODEL,
     ApplianceConfig,
@@ -72,12 +73,7 @@ def _package_source_vars(
     return variables
 
 
-# Sub-directories of an offline bundle (see oneclick/bundle.py).
-BUNDLE_PACKAGES_DIR = "packages"
-BUNDLE_IMAGES_DIR = "images"
-BUNDLE_WEIGHTS_DIR = "weights"
-
-# Where the weights of a model picked by preflight (model.id: auto) go.
+# Parent directory of the weights of a model picked by preflight (model.id: auto).
 AUTO_WEIGHTS_PARENT = "/srv/oneclick/models"
 
 
@@ -90,11 +86,6 @@ class BundleContext:
     manifest_sha256: str
     distribution: str
     release: str
-
-
-def bundle_weights_dir(model_id: str) -> str:
-    """Return the directory, relative to a bundle, that holds ``model_id``'s weights."""
-    return f"{BUNDLE_WEIGHTS_DIR}/{model_id.replace('/', '__')}"
 
 
 def _model_vars(config: ApplianceConfig) -> dict[str, Any]:
@@ -128,42 +119,66 @@ def _model_vars(config: ApplianceConfig) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class WeightsFetch:
+    """Where the weights come from once `auto` is resolved."""
+
+    source: str
+    revision: str
+    # The hub's endpoint for huggingface and modelscope; "" takes the public one.
+    endpoint: str
+
+
+def weights_fetch(config: ApplianceConfig, mirrors: dict[str, Any]) -> WeightsFetch:
+    """Resolve weights.source auto to a hub, with that hub's revision and mirror endpoint."""
+    weights = config.weights
+    source: str = weights.source
+    if source == "auto":
+        source = "modelscope" if config.mirrors.preset == "china" else "huggingface"
+    revision = weights.revision
+    if source == "modelscope" and "revision" not in weights.model_fields_set:
+        # ModelScope repositories name their default branch master.
+        revision = "master"
+    endpoint = (mirrors[source] or "") if source in ("huggingface", "modelscope") else ""
+    return WeightsFetch(source=source, revision=revision, endpoint=endpoint)
+
+
 def _weights_vars(
-    config: ApplianceConfig, weights_path: str, model_id: str, bundle: BundleContext | None
+    config: ApplianceConfig,
+    mirrors: dict[str, Any],
+    weights_path: str,
+    model_id: str,
+    bundle: BundleContext | None,
 ) -> dict[str, Any]:
     weights = config.weights
-    mirrors = effective_mirrors(config.mirrors)
-    source: str = weights.source
-    if bundle is not None and source != "present":
-        # Everything comes from the bundle, which holds the weights it was built with.
+    fetch = weights_fetch(config, mirrors)
+    source = fetch.source
+    if bundle is not None and weights.source != "present":
+        # Everything comes from the bundle, which contains the weights it was built with.
         source = "local"
-    elif source == "auto":
-        source = "modelscope" if config.mirrors.preset == "china" else "huggingface"
     variables: dict[str, Any] = {
         "weights_source": source,
         "weights_path": weights_path,
         "weights_model_id": model_id,
-        "weights_revision": weights.revision,
+        "weights_revision": fetch.revision,
     }
-    if source == "modelscope" and "revision" not in weights.model_fields_set:
-        # ModelScope repositories name their default branch master.
-        variables["weights_revision"] = "master"
     if source == "local":
         variables["weights_local_path"] = (
-            f"{bundle.path}/{bundle_weights_dir(config.model.id)}"
+            f"{bundle.path}/{weights_dir(config.model.id)}"
             if bundle is not None
             else weights.location
         )
     elif source == "url":
         variables["weights_url"] = weights.location
     elif source in ("huggingface", "modelscope"):
-        variables["weights_endpoint"] = mirrors[source] or ""
+        variables["weights_endpoint"] = fetch.endpoint
     return variables
 
 
-def _mirror_check_urls(config: ApplianceConfig, weights_source: str, images_mode: str) -> list[str]:
+def _mirror_check_urls(
+    config: ApplianceConfig, mirrors: dict[str, Any], weights_source: str, images_mode: str
+) -> list[str]:
     """Return the mirrors the install reaches from the appliance, for preflight to probe."""
-    mirrors = effective_mirrors(config.mirrors)
     urls: list[str] = []
     if mirrors["apt"] and config.sources.packages.mode == "upstream":
         urls.append(mirrors["apt"])
@@ -186,13 +201,13 @@ def role_vars(config: ApplianceConfig, bundle: BundleContext | None = None) -> d
     images = config.sources.images
     mirrors = effective_mirrors(config.mirrors)
     if bundle is not None:
-        packages = PackageSource(mode="local", local_path=f"{bundle.path}/{BUNDLE_PACKAGES_DIR}")
-        images = ImageSource(mode="local", local_path=f"{bundle.path}/{BUNDLE_IMAGES_DIR}")
+        packages = PackageSource(mode="local", local_path=f"{bundle.path}/{PACKAGES_DIR}")
+        images = ImageSource(mode="local", local_path=f"{bundle.path}/{IMAGES_DIR}")
     elif packages.mode == "upstream" and mirrors["apt"]:
         packages = PackageSource(mode="mirror", mirror_url=mirrors["apt"])
     auto = model.id == AUTO_MODEL
     chosen = _model_vars(config)
-    weights = _weights_vars(config, chosen["weights_path"], chosen["model_id"], bundle)
+    weights = _weights_vars(config, mirrors, chosen["weights_path"], chosen["model_id"], bundle)
 
     variables: dict[str, Any] = {
         "oneclick_features": config.features.model_dump(),
@@ -216,7 +231,7 @@ def role_vars(config: ApplianceConfig, bundle: BundleContext | None = None) -> d
         "preflight_mirror_urls": (
             []
             if bundle is not None
-            else _mirror_check_urls(config, weights["weights_source"], images.mode)
+            else _mirror_check_urls(config, mirrors, weights["weights_source"], images.mode)
         ),
         "preflight_mirror_timeout": config.mirrors.check_timeout,
         # docker

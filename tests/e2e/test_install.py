@@ -126,16 +126,7 @@ def test_gpu_stack_installed_and_held(lab: Lab, first_install: object) -> None:
 
 
 def test_serving_container_healthy(lab: Lab, first_install: object) -> None:
-    deadline = time.monotonic() + 120
-    health = ""
-    while time.monotonic() < deadline:
-        health = labhost.host_exec(
-            lab.name, "docker inspect -f '{{.State.Health.Status}}' oneclick-serving"
-        ).strip()
-        if health == "healthy":
-            break
-        time.sleep(2)
-    assert health == "healthy"
+    assert labhost.wait_healthy(lab.name) == "healthy"
 
 
 def test_api_key_file_private(lab: Lab, first_install: object) -> None:

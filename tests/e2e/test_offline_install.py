@@ -1,7 +1,7 @@
 """An air-gapped install: `oneclick bundle build` on the lab machine, then
 `oneclick install --bundle` on a lab host whose container has no network.
 
-The bundle holds Debian's real packages (resolved in a container of the lab's
+The bundle contains Debian's real packages (resolved in a container of the lab's
 Debian 12 image), the serving stand-in image and the GPU exporter stand-in
 (test fixtures), and the stand-in weights. The host is created with
 `--network none` and sees the bundle at the same path, as an operator's disk
@@ -27,8 +27,8 @@ import yaml
 
 HOST = "oneclick-e2e-offline"
 # The GPU exporter image the monitoring role names for Debian 12's driver
-# branch; the lab cannot pull it, so the exporter stand-in (a test fixture)
-# is tagged with its name for the duration of the build.
+# branch. The lab cannot pull it, so the exporter stand-in (a test fixture)
+# is tagged with its name while the bundle builds.
 DCGM_IMAGE = "nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04"
 DCGM_STANDIN = "oneclick-fixture/dcgm-exporter-standin:test"
 
@@ -215,16 +215,7 @@ def test_same_end_state_as_connected_install(offline: OfflineLab, installed: obj
 
 
 def test_offline_host_serves(offline: OfflineLab, installed: object) -> None:
-    deadline = time.monotonic() + 120
-    health = ""
-    while time.monotonic() < deadline:
-        health = labhost.host_exec(
-            offline.name, "docker inspect -f '{{.State.Health.Status}}' oneclick-serving"
-        ).strip()
-        if health == "healthy":
-            break
-        time.sleep(2)
-    assert health == "healthy"
+    assert labhost.wait_healthy(offline.name) == "healthy"
     env = labhost.host_exec(
         offline.name, "docker inspect -f '{{json .Config.Env}}' oneclick-serving"
     )

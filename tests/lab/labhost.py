@@ -166,6 +166,20 @@ def create(name: str, network: str | None = None, mounts: tuple[str, ...] = ()) 
     raise RuntimeError(f"systemd in {name} did not start within 120 s (state: {state!r})")
 
 
+def wait_healthy(name: str, container: str = "oneclick-serving", timeout_s: float = 120) -> str:
+    """Wait until ``container`` inside the lab host is healthy; return its last health status."""
+    deadline = time.monotonic() + timeout_s
+    health = ""
+    while time.monotonic() < deadline:
+        health = host_exec(
+            name, f"docker inspect -f '{{{{.State.Health.Status}}}}' {container}"
+        ).strip()
+        if health == "healthy":
+            break
+        time.sleep(2)
+    return health
+
+
 def address(name: str) -> str:
     """Return the lab host's address on the lab machine's Docker bridge."""
     return docker(
