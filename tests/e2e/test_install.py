@@ -21,6 +21,7 @@ from pathlib import Path
 
 import labhost
 import pytest
+from conftest import status_after_scrape
 
 HOST = "oneclick-e2e"
 PRE_EXISTING_DAEMON_JSON = {"log-opts": {"max-size": "10m"}, "registry-mirrors": []}
@@ -152,9 +153,10 @@ def test_chat_completion_needs_key(lab: Lab, first_install: object) -> None:
 
 
 def test_status_reports_serving(lab: Lab, first_install: object) -> None:
-    result = oneclick(lab, "status", "-i", str(lab.inventory), "-c", str(lab.config), "--json")
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)["reports"][lab.name]
+    report = status_after_scrape(
+        lambda: oneclick(lab, "status", "-i", str(lab.inventory), "-c", str(lab.config), "--json"),
+        lab.name,
+    )
     assert report["docker_version"].startswith("20.10")
     assert report["container"]["state"] == "running"
     assert report["container"]["served_model_name"] == "lab-model"

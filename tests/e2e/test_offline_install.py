@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import aptrepo
 import labhost
 import pytest
 import yaml
+from conftest import status_after_scrape
 
 HOST = "oneclick-e2e-offline"
 # The GPU exporter image the monitoring role names for Debian 12's driver
@@ -235,11 +235,8 @@ def test_offline_host_serves(offline: OfflineLab, installed: object) -> None:
 
 
 def test_offline_status_ready(offline: OfflineLab, installed: object) -> None:
-    # Prometheus reports a target as unknown until its first scrape, which can
-    # come after the install returns, so status is asked again for a while.
-    deadline = time.monotonic() + 120
-    while True:
-        result = oneclick(
+    report = status_after_scrape(
+        lambda: oneclick(
             offline.work,
             "status",
             "-i",
@@ -247,15 +244,11 @@ def test_offline_status_ready(offline: OfflineLab, installed: object) -> None:
             "-c",
             str(offline.config),
             "--json",
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        report = json.loads(result.stdout)["reports"][offline.name]
-        node = report["monitoring"]["targets"].get("node")
-        if node != "unknown" or time.monotonic() > deadline:
-            break
-        time.sleep(5)
+        ),
+        offline.name,
+    )
     assert report["endpoint"]["ready"] is True
-    assert node == "up", report["monitoring"]
+    assert report["monitoring"]["targets"]["node"] == "up", report["monitoring"]
 
 
 def test_second_offline_install_changes_nothing(offline: OfflineLab, installed: object) -> None:
